@@ -1,0 +1,208 @@
+"""Listeners and the Notifier that feeds them (the python-can shape).
+
+A source (serial link, in-process simulator, replay) calls
+:meth:`Notifier.publish_block` / :meth:`Notifier.publish_message` from its own
+thread. Each listener runs on its own dispatch thread behind a bounded queue,
+so a slow listener (disk, drawing) never stalls acquisition or the other
+listeners. When a listener's queue is full the oldest item is dropped and
+counted in ``overruns`` (and reported as a gap to that listener), never silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any
+
+from .messages import SampleBlock
+
+log = logging.getLogger(__name__)
+
+
+class Listener:
+    """Base class for consumers of a sample stream. Override what you need.
+
+    All methods are called on the listener's own dispatch thread, one at a time.
+    """
+
+    #: Seconds between :meth:`on_idle` calls while no data arrives (None: never).
+    idle_interval: float | None = 0.05
+
+    def on_block(self, block: SampleBlock) -> None:
+        """A block of samples arrived."""
+
+    def on_message(self, msg: Any) -> None:
+        """A non-sample message: DeviceInfo, DeviceEvent, LinkEvent, Ack, Nack."""
+
+    def on_idle(self, host_time: float) -> None:
+        """Called every ``idle_interval`` s with ``time.monotonic()``, data or not,
+        so that time-based conditions (signal loss) are noticed without data."""
+
+    def stop(self) -> None:
+        """The source has stopped; flush and release resources."""
+
+
+class _Dispatch(threading.Thread):
+    def __init__(self, listener: Listener, maxlen: int, backpressure: bool) -> None:
+        super().__init__(name=f"listener-{type(listener).__name__}", daemon=True)
+        self.listener = listener
+        self.queue: collections.deque = collections.deque()
+        self.maxlen = maxlen
+        self.backpressure = backpressure
+        self.cond = threading.Condition()
+        self.closing = False
+        self.overruns = 0
+        self.errors = 0
+        self._dropped_pending = 0
+        self.busy = False
+
+    def put(self, kind: str, item: Any) -> None:
+        with self.cond:
+            if self.backpressure:
+                # Replay as fast as possible: the producer waits, nothing is lost.
+                while len(self.queue) >= self.maxlen and not self.closing:
+                    self.cond.wait(0.1)
+            elif len(self.queue) >= self.maxlen:
+                # Drop the oldest block (never a message) and remember the gap.
+                for i, (k, _) in enumerate(self.queue):
+                    if k == "block":
+                        del self.queue[i]
+                        self.overruns += 1
+                        self._dropped_pending += 1
+                        break
+            self.queue.append((kind, item))
+            self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+
+    def run(self) -> None:
+        lst = self.listener
+        interval = lst.idle_interval
+        next_idle = time.monotonic() + (interval or 0.0)
+        while True:
+            with self.cond:
+                while not self.queue and not self.closing:
+                    timeout = None if interval is None else max(0.0, next_idle - time.monotonic())
+                    if timeout == 0.0:
+                        break
+                    self.cond.wait(timeout)
+                if self.queue:
+                    kind, item = self.queue.popleft()
+                    self.busy = True
+                    self.cond.notify_all()
+                    dropped, self._dropped_pending = self._dropped_pending, 0
+                elif self.closing:
+                    break
+                else:
+                    kind, item, dropped = "idle", None, 0
+            try:
+                if kind == "block":
+                    if dropped:
+                        item = _mark_gap(item, dropped)
+                    lst.on_block(item)
+                elif kind == "msg":
+                    lst.on_message(item)
+                if interval is not None and (kind == "idle" or time.monotonic() >= next_idle):
+                    now = time.monotonic()
+                    next_idle = now + interval
+                    lst.on_idle(now)
+            except Exception:  # a listener bug must not kill its thread silently
+                self.errors += 1
+                log.exception("listener %s failed", type(lst).__name__)
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify_all()
+        try:
+            lst.stop()
+        except Exception:
+            self.errors += 1
+            log.exception("listener %s failed to stop", type(lst).__name__)
+
+
+def _mark_gap(block: SampleBlock, dropped: int) -> SampleBlock:
+    return SampleBlock(block.t, block.suction, block.status, block.host_time,
+                       block.lost_before, True)
+
+
+class Notifier:
+    """Fans blocks and messages out to listeners, each on its own thread."""
+
+    def join_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every listener has taken everything queued (for tests and
+        replay). Returns False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            targets = list(self._dispatch)
+        for d in targets:
+            with d.cond:
+                while d.queue or d.busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    d.cond.wait(min(left, 0.05))
+        return True
+
+    def __init__(self, listeners: list[Listener] | None = None, queue_blocks: int = 4096,
+                 backpressure: bool = False) -> None:
+        """``backpressure=True`` makes publishers wait for slow listeners instead of
+        dropping blocks: for replay and file sources, never for a live device."""
+        self._lock = threading.Lock()
+        self._backpressure = backpressure
+        self._dispatch: list[_Dispatch] = []
+        self._queue_blocks = queue_blocks
+        self._stopped = False
+        for lst in listeners or []:
+            self.add_listener(lst)
+
+    def add_listener(self, listener: Listener) -> None:
+        d = _Dispatch(listener, self._queue_blocks, self._backpressure)
+        with self._lock:
+            self._dispatch.append(d)
+        d.start()
+
+    def remove_listener(self, listener: Listener, timeout: float = 5.0) -> None:
+        with self._lock:
+            found = [d for d in self._dispatch if d.listener is listener]
+            self._dispatch = [d for d in self._dispatch if d.listener is not listener]
+        for d in found:
+            d.close()
+            d.join(timeout)
+
+    @property
+    def listeners(self) -> list[Listener]:
+        with self._lock:
+            return [d.listener for d in self._dispatch]
+
+    def overruns(self) -> dict[str, int]:
+        """Blocks dropped per listener because it fell behind."""
+        with self._lock:
+            return {type(d.listener).__name__: d.overruns for d in self._dispatch}
+
+    def publish_block(self, block: SampleBlock) -> None:
+        with self._lock:
+            targets = list(self._dispatch)
+        for d in targets:
+            d.put("block", block)
+
+    def publish_message(self, msg: Any) -> None:
+        with self._lock:
+            targets = list(self._dispatch)
+        for d in targets:
+            d.put("msg", msg)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued, call every listener's ``stop`` and join."""
+        with self._lock:
+            targets, self._dispatch = self._dispatch, []
+            self._stopped = True
+        for d in targets:
+            d.close()
+        deadline = time.monotonic() + timeout
+        for d in targets:
+            d.join(max(0.0, deadline - time.monotonic()))
