@@ -40,6 +40,11 @@ def list_ports() -> list[PortInfo]:
         ports.append(PortInfo(path=p.device, description=desc, vid=p.vid, pid=p.pid,
                               serial_number=p.serial_number or None,
                               manufacturer=p.manufacturer or None))
+    return sort_ports(ports)
+
+
+def sort_ports(ports: list[PortInfo]) -> list[PortInfo]:
+    """``ports`` by path, numbers compared as numbers (ttyUSB2 before ttyUSB10)."""
     return sorted(ports, key=lambda p: _natural_key(p.path))
 
 
