@@ -1,0 +1,342 @@
+"""The reference firmware's C core, compiled for the host and driven with ctypes.
+
+The core (``firmware_bridge/firmware/cupmon/cm_core.c``) is the code that runs
+on the ATmega328P. Here it is built together with a host "board"
+(``firmware/host/cm_host.c``: clock, ADC inputs, pump/valve outputs, UART and
+EEPROM in memory) into a shared library with the system C compiler, on
+demand, into a cache directory keyed by a hash of the sources and flags.
+
+* :func:`build_library` / :func:`load_library`: compile (``-std=c99 -Wall
+  -Wextra -Werror``) and load; :class:`FirmwareBuildError` carries the
+  compiler's output.
+* :class:`CoreDevice`: one firmware instance. Feed it host bytes, set its
+  clock and ADC counts, poll it, read the bytes it sent and its outputs.
+* Pure helpers that call the C functions: :func:`crc16`,
+  :func:`counts_to_centi`, :func:`regulate`, :func:`encode_frame`; and
+  :func:`mpxv6115v_counts`, the sensor model in the other direction.
+
+Imports only the standard library and numpy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
+SOURCES = ("cupmon/cm_core.c", "host/cm_host.c")
+HEADERS = ("cupmon/cm_core.h", "cupmon/cm_proto.h")
+#: The host build runs the same code as the device with room for 16 cups.
+HOST_MAX_CUPS = 16
+CFLAGS = (
+    "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-Wconversion",
+    "-O2", "-fPIC", "-shared", f"-DCM_MAX_CUPS={HOST_MAX_CUPS}",
+)
+LIB_STEM = "libcupmon_core"
+
+#: MPXV6115V transfer function (datasheet): Vout = Vs * (0.007652 * P + 0.92),
+#: P in kPa gauge (negative = vacuum), so suction = -P.
+MPXV_SLOPE = 0.007652
+MPXV_OFFSET = 0.92
+
+
+class FirmwareBuildError(RuntimeError):
+    """The C core could not be compiled or loaded; the message has the compiler output."""
+
+
+def compiler() -> str | None:
+    """The C compiler to use: ``$CC``, else ``cc`` or ``gcc`` on the PATH."""
+    cc = os.environ.get("CC")
+    if cc:
+        return cc
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+def build_dir() -> Path:
+    """Where built libraries are cached.
+
+    ``$CUPMON_BUILD_DIR/cfirmware`` if set; else ``build/cfirmware`` in the
+    source checkout (gitignored) when it is writable; else a per-user
+    directory under the system temp dir.
+    """
+    env = os.environ.get("CUPMON_BUILD_DIR")
+    if env:
+        return Path(env) / "cfirmware"
+    root = FIRMWARE_DIR.parent.parent
+    if (root / "pyproject.toml").is_file() and os.access(root, os.W_OK):
+        return root / "build" / "cfirmware"
+    return Path(tempfile.gettempdir()) / f"cupmon-build-{os.getuid()}" / "cfirmware"
+
+
+def _build_key(cc: str) -> str:
+    h = hashlib.sha256()
+    h.update(cc.encode())
+    h.update("\0".join(CFLAGS).encode())
+    for rel in SOURCES + HEADERS:
+        h.update(rel.encode())
+        h.update((FIRMWARE_DIR / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_library(force: bool = False, out_dir: Path | None = None) -> Path:
+    """Compile the core and the host board into a shared library; return its path.
+
+    Rebuilds only when the sources, the flags or the compiler changed. Safe to
+    call from several processes at once (each compiles to its own temporary
+    name and renames atomically).
+    """
+    cc = compiler()
+    if not cc:
+        raise FirmwareBuildError("no C compiler found (set CC or install gcc)")
+    out_dir = Path(out_dir) if out_dir is not None else build_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / f"{LIB_STEM}-{_build_key(cc)}.so"
+    if lib.exists() and not force:
+        return lib
+    tmp = out_dir / f".{lib.name}.{os.getpid()}.tmp"
+    cmd = [cc, *CFLAGS, "-o", str(tmp), *(str(FIRMWARE_DIR / s) for s in SOURCES)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise FirmwareBuildError(f"{' '.join(cmd)}: {e}") from e
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise FirmwareBuildError(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+    os.replace(tmp, lib)
+    return lib
+
+
+_u8p = ctypes.POINTER(ctypes.c_uint8)
+_u16p = ctypes.POINTER(ctypes.c_uint16)
+_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    "cm_crc16": (ctypes.c_uint16, [ctypes.c_char_p, ctypes.c_uint16, ctypes.c_uint16]),
+    "cm_counts_to_centi": (ctypes.c_int16, [ctypes.c_uint16, ctypes.c_uint8]),
+    "cm_regulate": (ctypes.c_uint8, [ctypes.c_uint8, ctypes.c_int16, ctypes.c_int16,
+                                     ctypes.c_int16]),
+    "cm_encode_frame": (ctypes.c_uint16, [_u8p, ctypes.c_uint8, ctypes.c_uint16,
+                                          ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint8]),
+    "cm_host_size": (ctypes.c_uint32, []),
+    "cm_host_max_cups": (ctypes.c_uint32, []),
+    "cm_host_eeprom_size": (ctypes.c_uint32, []),
+    "cm_host_reset": (None, [ctypes.c_void_p]),
+    "cm_host_eeprom": (_u8p, [ctypes.c_void_p]),
+    "cm_host_boot": (None, [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint8,
+                            ctypes.c_uint8, ctypes.c_uint8, ctypes.c_uint8, ctypes.c_uint8]),
+    "cm_host_set_time": (None, [ctypes.c_void_p, ctypes.c_uint32]),
+    "cm_host_set_adc": (None, [ctypes.c_void_p, _u16p, ctypes.c_uint32]),
+    "cm_host_poll": (None, [ctypes.c_void_p]),
+    "cm_host_step": (None, [ctypes.c_void_p, ctypes.c_uint32, _u16p, ctypes.c_uint32,
+                            _u8p, _u8p]),
+    "cm_host_rx": (None, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]),
+    "cm_host_take": (ctypes.c_uint32, [ctypes.c_void_p, _u8p, ctypes.c_uint32]),
+    "cm_host_outputs": (None, [ctypes.c_void_p, _u8p, _u8p, ctypes.c_uint32]),
+    "cm_host_next_sample_us": (ctypes.c_uint32, [ctypes.c_void_p]),
+    "cm_host_set_tx_room": (None, [ctypes.c_void_p, ctypes.c_uint32]),
+    "cm_host_set_eeprom_fail": (None, [ctypes.c_void_p, ctypes.c_uint8]),
+    "cm_host_out_dropped": (ctypes.c_uint32, [ctypes.c_void_p]),
+    "cm_host_eeprom_writes": (ctypes.c_uint32, [ctypes.c_void_p]),
+}
+
+
+@functools.cache
+def load_library() -> ctypes.CDLL:
+    """Build (if needed) and load the core; the same handle for the whole process."""
+    path = build_library()
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise FirmwareBuildError(f"cannot load {path}: {e}") from e
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    if lib.cm_host_max_cups() != HOST_MAX_CUPS:
+        raise FirmwareBuildError(f"{path} was built for {lib.cm_host_max_cups()} cups")
+    return lib
+
+
+# --- pure helpers -------------------------------------------------------------
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE computed by the C core."""
+    data = bytes(data)
+    out = crc
+    for i in range(0, len(data), 0xFFFF):  # len is u16 in C
+        chunk = data[i:i + 0xFFFF]
+        out = load_library().cm_crc16(chunk, len(chunk), out)
+    return int(out)
+
+
+def counts_to_centi(counts: int, bits: int) -> int:
+    """The C conversion: MPXV6115V ADC counts to suction in units of 0.01 kPa."""
+    return int(load_library().cm_counts_to_centi(counts, bits))
+
+
+def regulate(pump_on: bool, suction_centi: int, low_centi: int, high_centi: int) -> bool:
+    """The C regulator rule on suction in units of 0.01 kPa."""
+    return bool(load_library().cm_regulate(int(pump_on), suction_centi, low_centi, high_centi))
+
+
+def encode_frame(msg_type: int, seq: int, time_us: int, payload: bytes = b"") -> bytes:
+    """A frame built by the C encoder."""
+    payload = bytes(payload)
+    if len(payload) > 255:
+        raise ValueError("payload longer than 255 bytes")
+    out = (ctypes.c_uint8 * (13 + len(payload)))()
+    n = load_library().cm_encode_frame(out, msg_type, seq & 0xFFFF, time_us & 0xFFFFFFFF,
+                                       payload, len(payload))
+    return ctypes.string_at(out, n)
+
+
+def mpxv6115v_counts(suction_kpa: float | np.ndarray, bits: int = 10) -> np.ndarray:
+    """Ideal MPXV6115V + ratiometric ADC: counts for a suction (kPa), clipped to the ADC.
+
+    counts / 2**bits = Vout / Vs = 0.92 - 0.007652 * suction.
+    """
+    full = 1 << bits
+    ratio = MPXV_OFFSET - MPXV_SLOPE * np.asarray(suction_kpa, dtype=np.float64)
+    return np.clip(np.rint(ratio * full), 0, full - 1).astype(np.uint16)
+
+
+# --- a firmware instance ---------------------------------------------------------
+
+
+class CoreDevice:
+    """One instance of the C core on the in-memory host board.
+
+    Time is the device clock in microseconds (u32, wraps). Nothing runs by
+    itself: call :meth:`step` (or :meth:`set_time`/:meth:`set_adc`/:meth:`poll`)
+    and :meth:`feed`, then :meth:`read` the bytes the firmware sent.
+    """
+
+    def __init__(self, cups: int = 4, *, serial: str = "CUPMON-C", adc_bits: int = 10,
+                 sensor_model: int = 1, info_flags: int = 0, reset_cause: int = 0,
+                 eeprom: bytes | None = None, t_us: int = 0) -> None:
+        if not 1 <= cups <= HOST_MAX_CUPS:
+            raise ValueError(f"cups must be 1..{HOST_MAX_CUPS}")
+        if not 8 <= adc_bits <= 16:
+            raise ValueError("adc_bits must be 8..16")
+        self._lib = load_library()
+        self.cups = cups
+        self.adc_bits = adc_bits
+        self._cfg = (serial.encode("ascii")[:16], cups, adc_bits, sensor_model, info_flags)
+        self._mem = ctypes.create_string_buffer(int(self._lib.cm_host_size()))
+        self._h = ctypes.cast(self._mem, ctypes.c_void_p)
+        self._counts = (ctypes.c_uint16 * cups)()
+        self._pump = (ctypes.c_uint8 * cups)()
+        self._valve = (ctypes.c_uint8 * cups)()
+        self._take = (ctypes.c_uint8 * 65536)()
+        self._out = bytearray()
+        self._lib.cm_host_reset(self._h)
+        if eeprom is not None:
+            self.eeprom = eeprom
+        self.boot(t_us, reset_cause)
+
+    # -- power ------------------------------------------------------------------
+
+    def boot(self, t_us: int = 0, reset_cause: int = 0) -> None:
+        """Power-on (or reset): the core restarts; EEPROM contents survive."""
+        serial, cups, bits, model, flags = self._cfg
+        self._lib.cm_host_boot(self._h, t_us & 0xFFFFFFFF, serial, cups, bits, model, flags,
+                               reset_cause)
+        self._drain()
+
+    # -- inputs -----------------------------------------------------------------
+
+    def set_time(self, t_us: int) -> None:
+        self._lib.cm_host_set_time(self._h, t_us & 0xFFFFFFFF)
+
+    def set_adc(self, counts) -> None:
+        self._load_counts(counts)
+        self._lib.cm_host_set_adc(self._h, self._counts, self.cups)
+
+    def poll(self) -> None:
+        self._lib.cm_host_poll(self._h)
+        self._drain()
+
+    def step(self, t_us: int, counts) -> tuple[np.ndarray, np.ndarray]:
+        """Set the clock and ADC inputs, poll once; return (pump, valve) as bool arrays."""
+        self._load_counts(counts)
+        self._lib.cm_host_step(self._h, t_us & 0xFFFFFFFF, self._counts, self.cups,
+                               self._pump, self._valve)
+        self._drain()
+        return (np.frombuffer(self._pump, dtype=np.uint8).astype(bool),
+                np.frombuffer(self._valve, dtype=np.uint8).astype(bool))
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the host, as the UART receives them."""
+        data = bytes(data)
+        if data:
+            self._lib.cm_host_rx(self._h, data, len(data))
+            self._drain()
+
+    # -- outputs ----------------------------------------------------------------
+
+    def read(self) -> bytes:
+        """Everything the firmware sent since the last read."""
+        self._drain()
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pump, valve_open) drive levels per cup, as bool arrays."""
+        self._lib.cm_host_outputs(self._h, self._pump, self._valve, self.cups)
+        return (np.frombuffer(self._pump, dtype=np.uint8).astype(bool),
+                np.frombuffer(self._valve, dtype=np.uint8).astype(bool))
+
+    @property
+    def next_sample_us(self) -> int:
+        return int(self._lib.cm_host_next_sample_us(self._h))
+
+    @property
+    def eeprom(self) -> bytes:
+        n = int(self._lib.cm_host_eeprom_size())
+        return ctypes.string_at(self._lib.cm_host_eeprom(self._h), n)
+
+    @eeprom.setter
+    def eeprom(self, data: bytes) -> None:
+        n = int(self._lib.cm_host_eeprom_size())
+        data = bytes(data)[:n]
+        ctypes.memmove(self._lib.cm_host_eeprom(self._h), data, len(data))
+
+    @property
+    def eeprom_writes(self) -> int:
+        return int(self._lib.cm_host_eeprom_writes(self._h))
+
+    def set_tx_room(self, room: int) -> None:
+        """Bytes the simulated UART can take (SAMPLE frames that do not fit are dropped)."""
+        self._lib.cm_host_set_tx_room(self._h, room)
+
+    def set_eeprom_fail(self, fail: bool) -> None:
+        """Make every EEPROM write fail (to test NACK STORAGE)."""
+        self._lib.cm_host_set_eeprom_fail(self._h, int(fail))
+
+    # -- internals --------------------------------------------------------------
+
+    def _load_counts(self, counts) -> None:
+        a = np.asarray(counts, dtype=np.int64).reshape(-1)
+        if a.shape[0] != self.cups:
+            raise ValueError(f"expected {self.cups} ADC values, got {a.shape[0]}")
+        if a.min() < 0 or a.max() > 0xFFFF:
+            raise ValueError("ADC counts must be 0..65535")
+        self._counts[:] = a.tolist()
+
+    def _drain(self) -> None:
+        while True:
+            n = self._lib.cm_host_take(self._h, self._take, len(self._take))
+            if not n:
+                break
+            self._out += ctypes.string_at(self._take, n)
+        if self._lib.cm_host_out_dropped(self._h):
+            raise RuntimeError("host board output buffer overflowed")
