@@ -26,7 +26,10 @@ Design (why it looks like this):
   ``GAP_PERIODS`` sample periods) makes :meth:`view` emit a NaN row before
   the column that holds it, so a ``connect='finite'`` curve breaks there and
   never draws a line across missing data. No-reading samples stay NaN; a
-  column whose samples are all NaN is NaN.
+  column whose samples are all NaN is NaN. A gap also closes the open
+  16-sample chunk (padded with NaN), and a window whose 256-sample chunk
+  holds a gap is read one level lower, so no value is ever drawn on the
+  wrong side of a gap.
 * Device time going backwards (device reset, new replay) starts a new
   *epoch*: the old timeline is dropped, never mixed with the new one.
 """
@@ -206,11 +209,17 @@ class DisplayBuffer(Listener):
             if n > room:  # a huge replay block: only its tail fits
                 t, y = t[-room:], y[-room:]
                 n = room
-            gaps = np.zeros(n, bool)
-            gaps[0] = gap
-            if n > 1:  # a block has no gap inside by contract; a time jump still is one
-                gaps[1:] = np.diff(t) > GAP_PERIODS / self._rate
-            self._write(t, y.T, gaps)
+            # A block has no gap inside by contract; a time jump still is one.
+            cuts = np.flatnonzero(np.diff(t) > GAP_PERIODS / self._rate) + 1
+            bounds = [0, *cuts.tolist(), n]
+            for k in range(len(bounds) - 1):
+                a, b = bounds[k], bounds[k + 1]
+                seg_gap = gap if k == 0 else True
+                if seg_gap:
+                    self._pad_to_chunk()
+                gaps = np.zeros(b - a, bool)
+                gaps[0] = seg_gap
+                self._write(t[a:b], y[a:b].T, gaps)
             self._grow_if_short()
             self._version += 1
 
@@ -268,6 +277,16 @@ class DisplayBuffer(Listener):
         """Time went backwards: forget the old timeline. Lock held."""
         self._w = self._first = self._aligned(self._w)
         self._epoch += 1
+
+    def _pad_to_chunk(self) -> None:
+        """Fill up the open level-1 chunk before a gap, so that no chunk holds
+        both sides of a gap (its extremes would be drawn at the wrong time).
+        Fillers repeat the last time stamp with NaN suction. Lock held."""
+        k = (-self._w) % CHUNK
+        if k and self._w > self._first:
+            t_last = self._levels[0].t[(self._w - 1) % self._cap]
+            self._write(np.full(k, t_last), np.full((self._cups, k), np.nan, np.float32),
+                        np.zeros(k, bool))
 
     def _write(self, t: np.ndarray, y: np.ndarray, gaps: np.ndarray) -> None:
         """Append raw samples (t (n,), y (cups, n), gaps (n,)) and update the pyramid."""
@@ -363,22 +382,29 @@ class DisplayBuffer(Listener):
         cups = levels[0].lo.shape[0]
         dt = (t_end - t_start) / columns
         lv = _choose_level(dt * rate)
-        L = levels[lv]
-        scale = CHUNK**lv
-        a = -(-first // scale)
-        b = -(-w // scale)
-        if b <= a:
-            return _empty(cups), (lv, a)
-        ia = _ring_search(L.t, a, b, L.size, t_start)
-        ib = _ring_search(L.t, a, b, L.size, np.nextafter(t_end, np.inf))
-        if ib <= ia:
-            return _empty(cups), (lv, ia)
+        while True:
+            L = levels[lv]
+            scale = CHUNK**lv
+            a = -(-first // scale)
+            b = -(-w // scale)
+            if b <= a:
+                return _empty(cups), (lv, a)
+            ia = _ring_search(L.t, a, b, L.size, t_start)
+            ib = _ring_search(L.t, a, b, L.size, np.nextafter(t_end, np.inf))
+            if ib <= ia:
+                return _empty(cups), (lv, ia)
+            inner = _ring_slice(L.inner, ia, ib, L.size)
+            # Level-1 chunks never straddle a gap (see _pad_to_chunk); a higher
+            # chunk may. Rather than draw its extremes at the wrong time, read
+            # the level below for this window.
+            if lv <= 1 or not inner.any():
+                break
+            lv -= 1
         ts = np.asarray(_ring_slice(L.t, ia, ib, L.size))
         lo = _ring_slice(L.lo, ia, ib, L.size)
         hi = lo if lv == 0 else _ring_slice(L.hi, ia, ib, L.size)
         gap = np.array(_ring_slice(L.gap, ia, ib, L.size))
         gap[0] = False  # a gap before the window's first point breaks nothing visible
-        inner = _ring_slice(L.inner, ia, ib, L.size)
         m = ts.shape[0]
         if lv == 0 and m <= 2 * columns:
             t_out, lo_out = ts.copy(), lo.T.copy()

@@ -127,6 +127,31 @@ def test_flagged_gap_stays_a_gap_at_every_zoom(window, columns):
     _assert_break_between(tt, hi, t[cut - 1], t[cut])
 
 
+@pytest.mark.parametrize("window,columns", [(4.0, 1000), (60.0, 1000), (600.0, 500),
+                                            (600.0, 100)])
+def test_values_after_a_gap_are_never_drawn_before_it(window, columns):
+    """Pre-gap 10 kPa, post-gap 30 kPa, the gap in mid-chunk: a column that
+    lies wholly before (after) the gap shows only 10 (30), at every level."""
+    rate = 1000.0
+    buf = DisplayBuffer(window_s=600)
+    buf.on_message(DeviceInfo("X", (1, 0, 0), cups=1, rate_hz=1000))
+    n1, n2 = 100_003, 200_000
+    t1 = np.arange(n1) / rate
+    t2 = t1[-1] + 2.0 + np.arange(n2) / rate
+    feed(buf, t1, np.full((n1, 1), 10.0), sizes=(1000, 3))
+    buf.on_block(block(t2[:50], np.full((50, 1), 30.0), gap=True))
+    feed(buf, t2[50:], np.full((n2 - 50, 1), 30.0), sizes=(1000,))
+    t0 = t1[-1] - window / 2
+    tt, lo, hi = buf.view(t0, t0 + window, columns)
+    dt = window / columns
+    fin = np.isfinite(lo[:, 0])
+    before = fin & (tt + dt / 2 <= t2[0])
+    after = fin & (tt - dt / 2 >= t1[-1])
+    assert before.any() and after.any()
+    assert np.all(hi[before, 0] == 10.0) and np.all(lo[after, 0] == 30.0)
+    _assert_break_between(tt, lo, t1[-1], t2[0])
+
+
 def test_time_jump_and_link_loss_are_gaps_without_a_flag():
     buf = DisplayBuffer()
     y = np.full((100, 1), 21.0, np.float32)
@@ -137,7 +162,7 @@ def test_time_jump_and_link_loss_are_gaps_without_a_flag():
     tt, lo, _ = buf.view(0, 4, 1000)
     _assert_break_between(tt, lo, 0.99, 2.0)
     _assert_break_between(tt, lo, 2.99, 3.0)
-    assert np.isnan(lo[:, 0]).sum() == 2
+    assert np.isfinite(lo[:, 0]).sum() == 300              # every sample, nothing invented
 
 
 def test_wraparound_keeps_the_newest_window_exactly():
