@@ -104,12 +104,14 @@ static float getf(const uint8_t *p)
 int16_t cm_counts_to_centi(uint16_t counts, uint8_t bits)
 {
     /* MPXV6115V: Vout = Vs (0.007652 P + 0.92), P kPa gauge; suction = -P.
-     * r = Vout/Vs in Q16; suction[0.01 kPa] = (0.92 - r) * 100 / 0.007652
-     *   = (4*0.92*65536 - 4r) * 3125 / (0.007652*65536*100/8)
-     * 4*0.92*65536 = 241170.88 ~ 241171; 0.007652*65536*12.5 = 62685.18. */
-    int32_t r4 = (int32_t)((uint32_t)counts << (18u - bits));
-    int32_t num = (int32_t)(241171L - r4) * (int32_t)3125;
-    int32_t q = (int32_t)((num >= 0 ? num + (int32_t)31342 : num - (int32_t)31342) / (int32_t)62685);
+     * With r8 = 8 * 65536 * Vout/Vs (counts scaled to 19 bits):
+     *   suction[0.01 kPa] = (0.92 * 524288 - r8) * 100 / (0.007652 * 524288)
+     *                     = (482344.96 - r8) * 3125 / 125370.37
+     * rounded to the nearest 0.01 kPa; int32 throughout (|num| < 1.6e9). */
+    int32_t r8 = (int32_t)((uint32_t)counts << (19u - bits));
+    int32_t num = (int32_t)(482345L - r8) * (int32_t)3125;
+    int32_t q = (int32_t)((num >= 0 ? num + (int32_t)62685 : num - (int32_t)62685) /
+                          (int32_t)125370);
     return (int16_t)q;
 }
 
@@ -820,23 +822,22 @@ static uint8_t prefix_state(const cm_dev_t *d)
 
 void cm_rx_byte(cm_dev_t *d, uint8_t byte)
 {
-    uint8_t st;
     d->rx_buf[d->rx_n++] = byte;
-    for (;;) {
-        st = prefix_state(d);
+    while (d->rx_n) {
+        uint8_t st = prefix_state(d);
+        uint8_t used;
         if (st == 1u) {
-            return;
+            return; /* a plausible frame so far: wait for more */
         }
         if (st == 2u) {
-            d->rx_n = 0u;
+            /* a good frame; bytes after it (left over from a rescan) are
+             * kept and scanned next */
+            used = (uint8_t)(CM_HEADER_SIZE + CM_CRC_SIZE + d->rx_buf[4]);
             handle_frame(d, d->rx_buf);
-            return;
+        } else {
+            used = 1u; /* resynchronise: drop one byte, look again */
         }
-        /* resynchronise: drop one byte, look again */
-        d->rx_n--;
-        memmove(d->rx_buf, d->rx_buf + 1, d->rx_n);
-        if (d->rx_n == 0u) {
-            return;
-        }
+        d->rx_n = (uint8_t)(d->rx_n - used);
+        memmove(d->rx_buf, d->rx_buf + used, d->rx_n);
     }
 }
