@@ -1,0 +1,396 @@
+"""The checker: turns sample blocks and device/link messages into condition
+changes (:class:`Detection`), one block at a time with numpy.
+
+Every rule works on whole ``(n, cups)`` blocks and carries its state to the
+next block, so a stream split into blocks anywhere gives identical detections,
+stamped with the device time of the sample that proved them (signal loss: the
+last sample's time plus the timeout). The rules, thresholds and reasons are in
+docs/alarms.md; the condition names come from :mod:`firmware_bridge.conditions`.
+
+Devices that send status bits (binary protocol) are checked against their
+pump/valve/regulating state; text-format devices send none, so a cup counts as
+applied while its suction is above ``applied_kpa`` and the pump-based
+conditions (detached, leak, blockage, stuck sensor) are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from firmware_bridge import conditions as C
+from firmware_bridge.messages import DeviceEvent, DeviceInfo, LinkEvent, LinkState, SampleBlock
+from firmware_bridge.protocol import SUCTION_SCALE_KPA, EventCode, Status
+
+from .config import CupConfig, MonitorConfig
+from .runs import (
+    SENTINEL,
+    MovingSum,
+    OnDelay,
+    RunClock,
+    Segments,
+    changes,
+    last_index,
+    latch,
+    prev_rows,
+    take_rows,
+)
+
+#: Order of conditions among detections that share a time and cup.
+_ORDER = {name: i for i, name in enumerate(C.CONDITIONS)}
+#: Per-cup conditions checked on every block, in report order.
+_CUP_CONDITIONS = (C.OVER_SUCTION, C.UNDER_SUCTION, C.DETACHED, C.LEAK, C.BLOCKAGE,
+                   C.SENSOR_FAULT, C.INTERLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """A condition began (``active``) or ended at device time ``t`` (s).
+
+    cup: 1-based, None for device-wide conditions (signal_loss).
+    level: dwell_exceeded step (1 advisory, 2 limit); 1 for other conditions.
+    suction_kpa: the reading that decided it (None when there was none).
+    """
+
+    t: float
+    cup: int | None
+    condition: str
+    active: bool
+    level: int = 1
+    suction_kpa: float | None = None
+
+
+class _Params:
+    """Per-cup settings as (cups,) arrays, so cups with different bands check together."""
+
+    def __init__(self, cfg: MonitorConfig, cups: int) -> None:
+        per = [cfg.cup(i + 1) for i in range(cups)]
+        for f in fields(CupConfig):
+            dtype = bool if f.name == "enabled" else float
+            setattr(self, f.name, np.array([getattr(c, f.name) for c in per], dtype=dtype))
+        self.over = self.band_high_kpa + self.over_margin_kpa
+        self.under = self.band_low_kpa - self.under_margin_kpa
+
+
+def _suction(x: float) -> float | None:
+    return round(float(x), 2) if math.isfinite(x) else None
+
+
+class Checker:
+    """Condition detection for one device with ``cups`` cups (see module doc)."""
+
+    def __init__(self, config: MonitorConfig, cups: int) -> None:
+        self.config = config
+        self.cups = cups
+        self.p = _Params(config, cups)
+        self._binary = config.status_bits == "on"
+        self.last_t: float | None = None       # device time of the last sample, s
+        self.last_seen: float | None = None    # host time the last block was seen, s
+        self.signal_lost = False
+        self.lost_since: float | None = None   # device time signal_loss was raised
+        self.blocks = 0
+        # Per-cup state, carried from block to block.
+        self.last_suction = np.full(cups, np.nan)
+        self.last_status = np.zeros(cups, np.uint8)
+        self._prev_s = np.full(cups, np.nan, np.float32)
+        self._last_change = np.full(cups, np.nan)
+        self._dev_fault = np.zeros(cups, bool)
+        self._dev_interlock = np.zeros(cups, bool)
+        self._applied = np.zeros(cups, bool)
+        self._applied_clock = RunClock(cups)
+        self._active_clock = RunClock(cups)
+        self._reached = np.zeros(cups, bool)
+        self._dwell_level = np.zeros(cups, np.int64)
+        self._smooth = MovingSum(cups, config.smooth_samples)
+        self._segments = Segments(cups)
+        self._delays = {name: OnDelay(cups) for name in _CUP_CONDITIONS}
+        # Latest per-cup views for the snapshot (last row of the last block).
+        self.applied = np.zeros(cups, bool)
+        self.applied_since = np.full(cups, np.nan)
+        self.active = np.zeros(cups, bool)
+        self.pumped_down = np.zeros(cups, bool)
+        #: Masks of the last block for statistics: dict of (n, cups) arrays.
+        self.last_masks: dict[str, np.ndarray] = {}
+
+    # ---- configuration ---------------------------------------------------------
+    def set_config(self, config: MonitorConfig) -> None:
+        """Use new thresholds from the next block on; carried state is kept."""
+        self.config = config
+        self.p = _Params(config, self.cups)
+        if config.status_bits == "on":
+            self._binary = True
+
+    def set_band(self, cup: int, low_kpa: float, high_kpa: float) -> MonitorConfig:
+        """Change one cup's target band (kPa), e.g. after a SET_BAND command."""
+        self.set_config(self.config.with_cup(cup, band_low_kpa=low_kpa, band_high_kpa=high_kpa))
+        return self.config
+
+    @property
+    def status_bits(self) -> bool:
+        """True once the device is known to send status bits (binary protocol)."""
+        return self._binary and self.config.status_bits != "off"
+
+    # ---- messages -------------------------------------------------------------
+    def on_message(self, msg: object, host_time: float | None = None) -> list[Detection]:
+        """DeviceInfo, DeviceEvent and LinkEvent; returns detections they cause."""
+        out: list[Detection] = []
+        if isinstance(msg, DeviceInfo):
+            if self.config.status_bits == "auto":
+                self._binary = True
+        elif isinstance(msg, DeviceEvent):
+            if self.config.status_bits == "auto":
+                self._binary = True
+            cups = range(self.cups) if msg.cup == 0 else [msg.cup - 1]
+            for c in cups:
+                if not 0 <= c < self.cups or not self.p.enabled[c]:
+                    continue
+                out.extend(self._device_event(msg, c))
+        elif isinstance(msg, LinkEvent) and msg.state in (LinkState.LOST, LinkState.ERROR):
+            if not self.signal_lost:
+                t = self.last_t if self.last_t is not None else 0.0
+                h = msg.host_time or host_time
+                if self.last_seen is not None and h:
+                    t += min(max(0.0, h - self.last_seen), self.config.signal_loss_s)
+                out.append(self._lose(t))
+        return out
+
+    def _device_event(self, ev: DeviceEvent, c: int) -> list[Detection]:
+        value = ev.value * SUCTION_SCALE_KPA
+        if ev.code == EventCode.INTERLOCK_TRIPPED:
+            self._dev_interlock[c] = True
+            if self._delays[C.INTERLOCK].force(c, ev.t, 0.0):
+                return [Detection(ev.t, c + 1, C.INTERLOCK, True, 1, round(value, 2))]
+        elif ev.code == EventCode.INTERLOCK_CLEARED:
+            self._dev_interlock[c] = False
+        elif ev.code == EventCode.SENSOR_FAULT:
+            self._dev_fault[c] = True
+            if self._delays[C.SENSOR_FAULT].force(c, ev.t, float(self.p.sensor_fault_delay_s[c])):
+                return [Detection(ev.t, c + 1, C.SENSOR_FAULT, True, 1, None)]
+        elif ev.code == EventCode.SENSOR_OK:
+            self._dev_fault[c] = False
+        return []
+
+    # ---- signal loss ------------------------------------------------------------
+    def _lose(self, t: float) -> Detection:
+        self.signal_lost = True
+        self.lost_since = t
+        return Detection(t, None, C.SIGNAL_LOSS, True)
+
+    def _regain(self, t: float) -> Detection:
+        self.signal_lost = False
+        t = max(t, self.lost_since if self.lost_since is not None else t)
+        self.lost_since = None
+        return Detection(t, None, C.SIGNAL_LOSS, False)
+
+    def on_idle(self, host_time: float) -> list[Detection]:
+        """Host-clock tick (s): raise signal_loss when no block was seen for longer
+        than the timeout, stamped at the last sample's device time + timeout."""
+        timeout = self.config.signal_loss_s
+        if (self.signal_lost or self.last_seen is None or self.last_t is None
+                or host_time - self.last_seen <= timeout):
+            return []
+        return [self._lose(self.last_t + timeout)]
+
+    def _gaps(self, block: SampleBlock) -> list[Detection]:
+        """signal_loss raised and cleared around device-time gaps > timeout (before
+        and inside the block), and cleared on the first sample after a loss."""
+        t = block.t
+        timeout = self.config.signal_loss_s
+        out: list[Detection] = []
+        gaps: list[tuple[float, int]] = []
+        if self.last_t is not None:
+            d0 = t[0] - self.last_t
+            if d0 > timeout or (block.gap_before and d0 <= 0):
+                gaps.append((self.last_t, 0))
+        inside = np.flatnonzero(np.diff(t) > timeout) + 1
+        gaps.extend((float(t[i - 1]), int(i)) for i in inside)
+        if self.signal_lost and not (gaps and gaps[0][1] == 0):
+            out.append(self._regain(float(t[0])))
+        for before, i in gaps:
+            if not self.signal_lost:
+                out.append(self._lose(before + timeout))
+            out.append(self._regain(float(t[i])))
+        return out
+
+    # ---- blocks -----------------------------------------------------------------
+    def process(self, block: SampleBlock, host_now: float | None = None) -> list[Detection]:
+        """Check one block; return detections sorted by device time.
+
+        ``host_now``: host time (s) the block is processed (the live pipeline passes
+        ``time.monotonic()``; signal loss by host clock counts from the later of
+        this and ``block.host_time``)."""
+        if block.n == 0:
+            return []
+        if block.cups != self.cups:
+            raise ValueError(f"block has {block.cups} cups, checker expects {self.cups}")
+        p = self.p
+        t = np.asarray(block.t, np.float64)
+        s32 = np.asarray(block.suction, np.float32)
+        s = s32.astype(np.float64)
+        st = np.asarray(block.status, np.uint8)
+        mode = self.config.status_bits
+        if mode == "off":
+            st = np.zeros_like(st)
+
+        dets = self._gaps(block)
+        seen = [h for h in (block.host_time, host_now) if h]
+        if seen:
+            self.last_seen = max(seen)
+
+        # Binary mode from the first sample that carries any status bit, for good.
+        if mode == "auto":
+            binary = np.logical_or.accumulate((st != 0).any(axis=1)) | self._binary
+            self._binary = bool(binary[-1])
+        else:
+            binary = np.full(t.shape, mode == "on")
+        binary = binary[:, None]
+
+        def bit(b: Status) -> np.ndarray:
+            return (st & b) != 0
+
+        pump, valve, fault_bit = bit(Status.PUMP_ON), bit(Status.VALVE_OPEN), bit(Status.SENSOR_FAULT)
+        regulating, interlock = bit(Status.REGULATING) & binary, bit(Status.INTERLOCK)
+        enabled = p.enabled[None, :]
+        finite = np.isfinite(s)
+        with np.errstate(invalid="ignore"):
+            in_range = (s > p.sensor_min_kpa) & (s < p.sensor_max_kpa)
+            valid = finite & in_range & ~fault_bit
+
+            def above(level: np.ndarray) -> np.ndarray:
+                return valid & (s >= level)
+
+            def below(level: np.ndarray) -> np.ndarray:
+                return valid & (s < level)
+
+            # Applied (cup on the skin): regulating, or holding suction; hysteresis
+            # between applied_kpa and released_kpa so noise at ~0 cannot toggle it.
+            applied = latch(enabled & (regulating | above(p.applied_kpa)),
+                            ~enabled | (~regulating & below(p.released_kpa)), self._applied)
+            applied_start, _ = self._applied_clock.step(applied, t)
+            # Active: the band is being held (regulating, not venting, not tripped);
+            # text devices: applied.
+            active = enabled & np.where(binary, regulating & ~valve & ~interlock, applied)
+            active_start, _ = self._active_clock.step(active, t)
+            reached = latch(active & above(p.band_low_kpa), ~active, self._reached)
+            # Pumped down: the band was reached once, or the grace period is over.
+            pumped = active & (reached | (t[:, None] - active_start >= p.pumpdown_grace_s))
+            pumped_bin = pumped & binary
+
+            # Smoothed integer suction (k samples of 0.01 kPa) for leak/blockage evidence.
+            k = self.config.smooth_samples
+            q = np.where(finite, np.rint(s / SUCTION_SCALE_KPA), 0).astype(np.int64)
+            sm = self._smooth.step(q, valid)
+
+            def ck(level_kpa: np.ndarray) -> np.ndarray:  # kPa -> smoothed units
+                return np.rint(level_kpa / SUCTION_SCALE_KPA * k)
+
+            eligible = active & binary & valid
+            code = np.where(eligible, np.where(pump, 1, 2), 0)
+            seg_t0, seg_max, seg_v0 = self._segments.step(code, t, sm)
+            span = t[:, None] - seg_t0
+            on, off = code == 1, code == 2
+            sm_ok = (sm > SENTINEL) & (seg_max > SENTINEL)
+            drop = seg_max - sm
+            rise = seg_max - seg_v0
+            rise_ok = sm_ok & (seg_v0 > SENTINEL)
+            decay_floor = ck(p.leak_decay_kpa_s) * span  # smoothed units lost in `span` s
+            leak_decay = off & pumped & sm_ok & (drop >= ck(p.leak_drop_kpa)) & (drop >= decay_floor)
+            leak_effort = (on & pumped & rise_ok & (span >= p.leak_pump_s)
+                           & (rise >= ck(p.blockage_rise_kpa)) & (sm >= ck(p.under)))
+            leak_clear = ~pumped_bin | (off & sm_ok & (span >= p.leak_clear_s) & (drop < decay_floor))
+            blocked = (on & rise_ok & (span >= p.blockage_s) & (rise < ck(p.blockage_rise_kpa))
+                       & (sm >= ck(p.detached_kpa)))
+            unblocked = ~(active & binary) | off | (on & rise_ok & (rise >= ck(p.blockage_rise_kpa)))
+
+            # Stuck sensor: bit-identical readings while the regulator works the cup.
+            changed = (s32 != prev_rows(s32, self._prev_s)) | ~finite
+            last_change = np.where(changed, t[:, None], np.nan)
+            last_change = _ffill(last_change, self._last_change)
+            stuck_since = np.fmax(last_change, active_start)
+            stuck = active & binary & finite & (t[:, None] - stuck_since >= p.stuck_s)
+            sensor_bad = enabled & (~finite | ~in_range | fault_bit | stuck | self._dev_fault[None, :])
+            tripped = enabled & (interlock | self._dev_interlock[None, :])
+
+            hyst = p.hysteresis_kpa
+            rules = {
+                C.OVER_SUCTION: (enabled & valid & (s > p.over), ~enabled | below(p.over - hyst),
+                                 p.over_delay_s, enabled & above(p.hard_limit_kpa)),
+                C.UNDER_SUCTION: (pumped & below(p.under), ~pumped | (valid & (s > p.under + hyst)),
+                                  p.under_delay_s, None),
+                C.DETACHED: (pumped_bin & below(p.detached_kpa),
+                             ~pumped_bin | above(p.detached_kpa + hyst), p.detached_delay_s, None),
+                C.LEAK: (leak_decay | leak_effort, leak_clear, p.leak_delay_s, None),
+                C.BLOCKAGE: (blocked, unblocked, p.blockage_delay_s, None),
+                C.SENSOR_FAULT: (sensor_bad, ~sensor_bad, p.sensor_fault_delay_s, None),
+                C.INTERLOCK: (tripped, ~tripped, np.zeros(self.cups), None),
+            }
+        rows_all, cols_all, cond_all, act_all, lvl_all = [], [], [], [], []
+        for name, (set_, clear, delay, immediate) in rules.items():
+            alarm, before = self._delays[name].step(t, set_, clear, delay, immediate)
+            r, c = changes(alarm, before)
+            rows_all.append(r)
+            cols_all.append(c)
+            cond_all.append(np.full(r.shape, _ORDER[name]))
+            act_all.append(alarm[r, c])
+            lvl_all.append(np.ones(r.shape, np.int64))
+
+        # Dwell: how long the cup has been on; step 1 advisory, step 2 limit.
+        on_for = t[:, None] - applied_start
+        level = np.where(applied, (on_for >= p.dwell_advisory_s).astype(np.int64)
+                         + (on_for >= p.dwell_limit_s), 0)
+        r, c = changes(level, self._dwell_level)
+        prev_level = prev_rows(level, self._dwell_level)[r, c]
+        rows_all.append(r)
+        cols_all.append(c)
+        cond_all.append(np.full(r.shape, _ORDER[C.DWELL_EXCEEDED]))
+        act_all.append(level[r, c] > 0)
+        lvl_all.append(np.where(level[r, c] > 0, level[r, c], prev_level))
+
+        rows = np.concatenate(rows_all)
+        cols = np.concatenate(cols_all)
+        cond = np.concatenate(cond_all)
+        act = np.concatenate(act_all)
+        lvl = np.concatenate(lvl_all)
+        order = np.lexsort((act, cond, cols, rows))
+        for i in order:
+            r_, c_ = int(rows[i]), int(cols[i])
+            dets.append(Detection(float(t[r_]), c_ + 1, C.CONDITIONS[int(cond[i])], bool(act[i]),
+                                  int(lvl[i]), _suction(s[r_, c_])))
+        dets.sort(key=lambda d: (d.t, -1 if d.cup is None else d.cup, _ORDER[d.condition], d.active))
+
+        # Carry state to the next block.
+        self._applied = applied[-1].copy()
+        self._reached = reached[-1].copy()
+        self._dwell_level = level[-1].copy()
+        self._prev_s = s32[-1].copy()
+        self._last_change = last_change[-1].copy()
+        self.last_t = float(t[-1])
+        self.last_suction = s[-1].copy()
+        self.last_status = st[-1].copy()
+        self.applied = applied[-1].copy()
+        self.applied_since = np.where(self.applied, applied_start[-1], np.nan)
+        self.active = active[-1].copy()
+        self.pumped_down = pumped[-1].copy()
+        self.blocks += 1
+        self.last_masks = {"t": t, "suction": s, "valid": valid, "applied": applied,
+                           "checked": pumped, "active": active}
+        return dets
+
+    def alarm_state(self, condition: str) -> np.ndarray:
+        """Per-cup bool (cups,): the condition's alarm is on after the last block."""
+        if condition == C.DWELL_EXCEEDED:
+            return self._dwell_level > 0
+        return self._delays[condition].alarm.copy()
+
+    @property
+    def dwell_level(self) -> np.ndarray:
+        """Per-cup dwell step (cups,): 0 none, 1 advisory, 2 limit."""
+        return self._dwell_level.copy()
+
+
+def _ffill(x: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Forward-fill NaNs down the rows of (n, cups) ``x``, seeded by ``first`` (cups,)."""
+    li = last_index(~np.isnan(x))
+    return np.where(li >= 0, take_rows(x, li), first[None, :])

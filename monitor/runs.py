@@ -1,0 +1,176 @@
+"""Whole-block numpy building blocks for the checker: hysteresis latches, run
+starts, on-delays, moving sums and per-segment running maxima, each carrying
+its state from one block to the next.
+
+Arrays are ``(n, cups)`` (samples x cups) with ``t`` of shape ``(n,)`` in
+device seconds. Every helper gives the *same* result whether a stream arrives
+in one block or split anywhere: the carried state is exactly what the
+previous rows would have contributed, and the arithmetic never depends on
+where a block starts (integer sums, no re-referenced floats).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Marks an invalid smoothed value in integer arrays (far below any reading).
+SENTINEL = -(1 << 30)
+_BIG = 1 << 32  # > range of valid values and SENTINEL, for segment offsets
+
+
+def prev_rows(x: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """``x`` shifted down one row; row 0 is ``first`` (the previous block's last row)."""
+    out = np.empty_like(x)
+    out[0] = first
+    out[1:] = x[:-1]
+    return out
+
+
+def last_index(mask: np.ndarray) -> np.ndarray:
+    """Per column, index of the last True row at or before each row; -1 if none."""
+    idx = np.where(mask, np.arange(mask.shape[0]).reshape(-1, *([1] * (mask.ndim - 1))), -1)
+    return np.maximum.accumulate(idx, axis=0)
+
+
+def take_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows[i, j], j]`` (rows < 0 read row 0; mask them out yourself)."""
+    return np.take_along_axis(values, np.maximum(rows, 0), axis=0)
+
+
+def latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """Hysteresis: True from a set row until a clear row (clear wins a tie);
+    rows with neither keep the state, seeded by ``prev`` (cups,)."""
+    li = last_index(set_ | clear)
+    val = set_ & ~clear
+    return np.where(li >= 0, take_rows(val, li), prev[None, :])
+
+
+def run_start(state: np.ndarray, t: np.ndarray, prev_state: np.ndarray,
+              prev_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Device time at which the current True run began (NaN where False), and the
+    row of that start in this block (-1 when the run began in an earlier block)."""
+    rising = state & ~prev_rows(state, prev_state)
+    li = last_index(rising)
+    start = np.where(li >= 0, t[np.maximum(li, 0)], prev_start[None, :])
+    return np.where(state, start, np.nan), li
+
+
+class RunClock:
+    """Tracks where True runs of a (n, cups) mask began, across blocks."""
+
+    def __init__(self, cups: int) -> None:
+        self.state = np.zeros(cups, bool)
+        self.start = np.full(cups, np.nan)
+
+    def step(self, state: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start time (n, cups) s, NaN where False; start row, -1 if carried)."""
+        start, li = run_start(state, t, self.state, self.start)
+        self.state = state[-1].copy()
+        self.start = start[-1].copy()
+        return start, li
+
+
+class OnDelay:
+    """A hysteresis latch followed by an on-delay: the alarm is on once the latched
+    condition has lasted ``delay`` s (or an ``immediate`` row was seen in the run),
+    and off as soon as the latch clears."""
+
+    def __init__(self, cups: int) -> None:
+        self.state = np.zeros(cups, bool)   # latched condition, last row
+        self.start = np.full(cups, np.nan)  # its run start, s
+        self.alarm = np.zeros(cups, bool)   # alarm, last row
+        self.seen = np.zeros(cups, bool)    # an immediate row seen in the current run
+
+    def step(self, t: np.ndarray, set_: np.ndarray, clear: np.ndarray, delay: np.ndarray,
+             immediate: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return (alarm (n, cups) bool, alarm of the previous row for row 0 (cups,))."""
+        state = latch(set_, clear, self.state)
+        start, rs = run_start(state, t, self.state, self.start)
+        with np.errstate(invalid="ignore"):
+            on = (t[:, None] - start) >= delay[None, :]
+        seen = np.zeros_like(state)
+        if immediate is not None:
+            li = last_index(immediate & state)
+            carried = rs < 0
+            seen = state & np.where(carried, (li >= 0) | self.seen[None, :], li >= rs)
+            on |= seen
+        alarm = state & on
+        before = self.alarm
+        self.state = state[-1].copy()
+        self.start = np.where(self.state, start[-1], np.nan)
+        self.alarm = alarm[-1].copy()
+        self.seen = seen[-1] & self.state
+        return alarm, before
+
+    def force(self, cup: int, t: float, delay: float) -> bool:
+        """Turn the alarm of column ``cup`` on now (a device event); False if already on."""
+        if self.alarm[cup]:
+            return False
+        if not self.state[cup]:
+            self.state[cup] = True
+            self.start[cup] = t - delay
+        self.alarm[cup] = True
+        self.seen[cup] = True
+        return True
+
+
+class MovingSum:
+    """Sum of the last ``k`` integer samples per cup (exact), and whether all ``k``
+    were valid. Smooths noise for the leak and blockage evidence."""
+
+    def __init__(self, cups: int, k: int) -> None:
+        self.k = k
+        self.q = np.zeros((k - 1, cups), np.int64)
+        self.v = np.zeros((k - 1, cups), np.int64)
+
+    def step(self, q: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``q`` (n, cups) int64; returns sums (n, cups) int64, SENTINEL where any was invalid."""
+        k = self.k
+        eq = np.concatenate([self.q, np.where(valid, q, 0)])
+        ev = np.concatenate([self.v, valid.astype(np.int64)])
+        cq = np.cumsum(eq, axis=0)
+        cv = np.cumsum(ev, axis=0)
+        zero = np.zeros((1, q.shape[1]), np.int64)
+        cq = np.concatenate([zero, cq])
+        cv = np.concatenate([zero, cv])
+        sums = cq[k:] - cq[:-k]
+        counts = cv[k:] - cv[:-k]
+        if k > 1:
+            self.q = eq[-(k - 1):]
+            self.v = ev[-(k - 1):]
+        return np.where(counts == k, sums, SENTINEL)
+
+
+class Segments:
+    """Runs of equal integer ``code`` per cup (e.g. 0 off-duty, 1 pump on, 2 pump
+    off), with each sample's segment start time, the segment's running maximum of
+    a value and the value at the segment's first sample, carried across blocks."""
+
+    def __init__(self, cups: int) -> None:
+        self.code = np.full(cups, -1, np.int64)
+        self.t0 = np.full(cups, np.nan)
+        self.vmax = np.full(cups, SENTINEL, np.int64)
+        self.v0 = np.full(cups, SENTINEL, np.int64)
+
+    def step(self, code: np.ndarray, t: np.ndarray, value: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (t0, vmax, v0), each (n, cups): segment start time (s), running
+        maximum of ``value`` since that start, and ``value`` at the start."""
+        starts = code != prev_rows(code, self.code)
+        li = last_index(starts)
+        carried = li < 0
+        t0 = np.where(carried, self.t0[None, :], t[np.maximum(li, 0)])
+        v0 = np.where(carried, self.v0[None, :], take_rows(value, li))
+        sid = np.cumsum(starts, axis=0, dtype=np.int64)  # 0 = segment carried in
+        vmax = np.maximum.accumulate(value + sid * _BIG, axis=0) - sid * _BIG
+        vmax = np.where(carried, np.maximum(vmax, self.vmax[None, :]), vmax)
+        self.code = code[-1].copy()
+        self.t0 = t0[-1].copy()
+        self.vmax = vmax[-1].copy()
+        self.v0 = v0[-1].copy()
+        return t0, vmax, v0
+
+
+def changes(x: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) where ``x`` differs from the row before (row 0 vs ``prev``)."""
+    return np.nonzero(x != prev_rows(x, prev))
