@@ -1,0 +1,510 @@
+"""The stream decoder: bytes in arbitrary chunks -> SampleBlocks and messages.
+
+One :class:`Decoder` per connection. It detects binary frames or serial-plotter
+text, unwraps the device clock, splits blocks at gaps and counts everything it
+throws away. ``feed`` never raises. docs/protocol.md section 7 explains the
+rules with examples.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .frames import (
+    Command,
+    crc16_rows,
+    decode_ack,
+    decode_command,
+    decode_event,
+    decode_info,
+    decode_nack,
+    raw_to_kpa,
+    sample_dtype,
+)
+from .framescan import Scan, scan_frames
+from .messages import Ack, DeviceEvent, DeviceInfo, LinkStats, Nack, SampleBlock
+from .protocol import (
+    CRC_SIZE,
+    HEADER_SIZE,
+    MAX_CUPS,
+    SEQ_WRAP,
+    SYNC,
+    TIME_WRAP_US,
+    VERSION,
+    MsgType,
+    NackReason,
+)
+from .textformat import TextLayout
+
+log = logging.getLogger(__name__)
+
+Message = DeviceInfo | DeviceEvent | Ack | Nack | Command
+
+#: A device frame may carry a time up to this much before the previous frame's
+#: (a sample taken before, but sent after, an ACK stamped at sending). Further
+#: back is a clock discontinuity (device reset). µs.
+MAX_BACK_US = 1_000_000
+#: A forward step between consecutive device frames beyond the host-measured
+#: silence plus this is a clock discontinuity (a reset that *looks* forward
+#: modulo 2**32). µs.
+MAX_FORWARD_US = 60_000_000
+#: Good-CRC frames of another protocol version in a row before version_mismatch is set.
+VERSION_MISMATCH_FRAMES = 3
+#: Bytes kept while the mode is still unknown; older ones are discarded.
+AUTO_BUFFER_LIMIT = 1 << 16
+#: A text line longer than this (bytes) is garbage; it is dropped.
+TEXT_LINE_LIMIT = 4096
+#: Whole sample lines needed (and no valid frame seen) before deciding "text".
+TEXT_DETECT_LINES = 2
+
+_SAMPLE_HEAD = int.from_bytes(SYNC + bytes((VERSION, MsgType.SAMPLE)), "little")
+_LEN_N_MASK = np.uint64(0xFF000000000000FF)
+_HALF_WRAP = TIME_WRAP_US // 2
+_HALF_SEQ = SEQ_WRAP // 2
+_HEADER_DTYPE = np.dtype([("sync", "<u2"), ("version", "u1"), ("type", "u1"),
+                          ("length", "u1"), ("seq", "<u2"), ("time_us", "<u4")])
+
+
+@dataclass
+class DecodeResult:
+    """What one :meth:`Decoder.feed` produced: blocks of samples and the other
+    messages, each list in stream order."""
+
+    blocks: list[SampleBlock] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+
+class Decoder:
+    """Decode a byte stream of wire protocol v1 frames or serial-plotter text.
+
+    ``mode``: "auto" (detect from content), "binary" or "text". The same
+    decoder serves the host (device frames -> blocks and messages) and a device
+    (command frames -> :class:`Command`).
+    """
+
+    def __init__(self, mode: str = "auto") -> None:
+        if mode not in ("auto", "binary", "text"):
+            raise ValueError(f"decoder mode must be auto, binary or text, not {mode!r}")
+        self._auto = mode == "auto"
+        self.mode = mode
+        self.stats = LinkStats()
+        #: Protocol version the device speaks when it is not ours (else None).
+        self.version_mismatch: int | None = None
+        #: True when the latest text samples had no t:/ms: field (host-timed).
+        self.text_host_timed = False
+        #: Exceptions caught inside feed() (a bug: always 0 in tests).
+        self.internal_errors = 0
+        self._buf = b""
+        self._foreign_run = 0
+        self._foreign_version: int | None = None
+        # Timeline (binary): last device frame's seq, raw and unwrapped clock.
+        self._seq: int | None = None
+        self._raw = 0
+        self._abs = 0
+        self._host: float | None = None
+        self._sample_abs: int | None = None
+        self._cups: int | None = None
+        self._pending_gap = False
+        self._pending_lost = 0
+        self._after_reset = False
+        # Text.
+        self._layout = TextLayout()
+        self._skip_first_line = True
+        self._text_t: float | None = None
+        self._text_offset = 0.0
+        self._text_host: float | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back for the next chunk (a partial frame or line)."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget partial bytes after a reconnect. The next block gets
+        gap_before=True; its time continues monotonic (section 7.3)."""
+        self.stats.bytes_discarded += len(self._buf)
+        self._buf = b""
+        self._pending_gap = True
+        self._pending_lost = 0
+        self._after_reset = self._seq is not None
+        self._skip_first_line = True
+        self._layout = TextLayout()
+        self._foreign_run = 0
+        if self._auto:
+            self.mode = "auto"
+
+    def feed(self, data: bytes, host_time: float | None = None) -> DecodeResult:
+        """Decode the next chunk. ``host_time``: ``time.monotonic()`` of its arrival
+        (s, default now). Never raises."""
+        host = time.monotonic() if host_time is None else float(host_time)
+        res = DecodeResult()
+        try:
+            self.stats.bytes_in += len(data)
+            self._buf += bytes(data)
+            scan = None
+            if self.mode == "auto":
+                scan = self._detect()
+            if self.mode == "binary":
+                self._feed_binary(host, res, scan)
+            elif self.mode == "text":
+                self._feed_text(host, res)
+        except Exception:  # a decoder bug must not kill the reader; count and go on
+            self.internal_errors += 1
+            log.exception("decoder failed; %d buffered bytes dropped", len(self._buf))
+            self.stats.bytes_discarded += len(self._buf)
+            self._buf = b""
+            self._pending_gap = True
+        return res
+
+    # --- detection ----------------------------------------------------------
+    def _detect(self) -> Scan | None:
+        buf = self._buf
+        scan = scan_frames(np.frombuffer(buf, dtype=np.uint8))
+        if scan.starts.size or scan.foreign:
+            self.mode = "binary"
+            return scan
+        lines = buf.split(b"\n")[1:-1]  # the first may be partial, the last is
+        sample_lines = [ln for ln in lines if ln.strip(b"\r\t ,")]
+        if len(sample_lines) >= TEXT_DETECT_LINES:
+            probe = TextLayout()
+            recent = sample_lines[-TEXT_DETECT_LINES:]
+            if all(probe.parse(ln.rstrip(b"\r")) is not None for ln in recent):
+                self.mode = "text"
+                return None
+        if len(buf) > AUTO_BUFFER_LIMIT:
+            cut = len(buf) - AUTO_BUFFER_LIMIT
+            self.stats.bytes_discarded += cut
+            self._buf = buf[cut:]
+            self._skip_first_line = True
+        return None
+
+    # --- binary -------------------------------------------------------------
+    def _feed_binary(self, host: float, res: DecodeResult, scan: Scan | None) -> None:
+        buf = self._buf
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        if scan is None:
+            if self._fast_samples(arr, host, res):
+                return
+            scan = scan_frames(arr)
+        st = self.stats
+        st.crc_errors += scan.crc_errors
+        st.bytes_discarded += scan.discarded
+        self._buf = buf[scan.stop:]
+        self._note_versions(scan)
+        starts = scan.starts
+        m = int(starts.size)
+        if not m:
+            return
+        st.frames_ok += m
+        hdr = arr[starts[:, None] + np.arange(HEADER_SIZE)].view(_HEADER_DTYPE)[:, 0]
+        types = hdr["type"]
+        lengths = scan.lengths
+        dev = types < 0x10
+        dev_idx = np.cumsum(dev) - 1  # index among device frames, per frame
+
+        is_sample = types == MsgType.SAMPLE
+        # n is the byte after the header; L must be exactly 1 + 3n.
+        ncups = np.where(lengths >= 4, arr[np.minimum(starts + HEADER_SIZE, arr.size - 1)], 0)
+        good_sample = is_sample & (lengths == 1 + 3 * ncups) & (ncups >= 1) & (ncups <= MAX_CUPS)
+        bad_sample = is_sample & ~good_sample
+        st.unknown_messages += int(bad_sample.sum())
+
+        abs_us = np.zeros(0, dtype=np.int64)
+        if dev.any():
+            abs_us = self._timeline(hdr["seq"][dev], hdr["time_us"][dev], good_sample[dev],
+                                    bad_sample[dev], ncups[dev], host, res, starts[dev],
+                                    lengths[dev], scan)
+        for i in np.flatnonzero(~is_sample).tolist():
+            self._message(int(types[i]), int(hdr["seq"][i]), buf, int(starts[i]),
+                          int(lengths[i]), abs_us[dev_idx[i]] if dev[i] else 0, host, res)
+
+    def _fast_samples(self, arr: np.ndarray, host: float, res: DecodeResult) -> bool:
+        """The common case in few numpy calls: the buffer is back-to-back good
+        SAMPLE frames of one cup count that simply continue the previous ones
+        (next seq, time increasing), then at most the start of the next frame.
+        Returns False, having changed nothing, when anything is unusual; the
+        general path then gives the same result the slow way."""
+        buf = self._buf
+        if (self._seq is None or self._after_reset or len(buf) < 17
+                or buf[:4] != b"\xa5\x5a\x01\x01"):
+            return False
+        length = buf[4]
+        cups = (length - 1) // 3
+        if cups != self._cups or length != 1 + 3 * cups or buf[HEADER_SIZE] != cups:
+            return False
+        size = length + HEADER_SIZE + CRC_SIZE
+        k = len(buf) // size
+        tail = buf[k * size:]
+        # The tail must be what the scan would keep: nothing, a lone A5, or the
+        # start of a frame that is still incomplete.
+        if tail and not (tail == b"\xa5" or (tail[:2] == SYNC and (
+                len(tail) < 5 or tail[4] + HEADER_SIZE + CRC_SIZE > len(tail)))):
+            return False
+        # Bytes 4..11 of every frame as one u64 (length, seq, time, n): length and
+        # n must match; bytes 0..3 as one u32: sync, version, type.
+        head = np.ndarray((k,), "<u4", buf, 0, (size,))
+        mid = np.ndarray((k,), "<u8", buf, 4, (size,))
+        if not ((head == _SAMPLE_HEAD).all()
+                and ((mid & _LEN_N_MASK) == (cups << 56 | length)).all()):
+            return False
+        rows = arr[:k * size].reshape(k, size)
+        rec = rows.view(sample_dtype(cups))[:, 0]
+        if not (crc16_rows(rows[:, 2:size - CRC_SIZE]) == rec["crc"]).all():
+            return False
+        seq = rec["seq"].astype(np.int64)
+        raw = rec["time_us"].astype(np.int64)
+        prev = np.empty(k, dtype=np.int64)
+        prev[0] = self._seq
+        prev[1:] = seq[:-1]
+        if not ((seq - prev) % SEQ_WRAP == 1).all():
+            return False
+        prev[0] = self._raw
+        prev[1:] = raw[:-1]
+        step = (raw - prev) % TIME_WRAP_US
+        if not ((step > 0) & (step <= MAX_FORWARD_US)).all():
+            return False
+        abs_us = np.cumsum(step)
+        abs_us += self._abs
+        if self._sample_abs is not None and abs_us[0] <= self._sample_abs:
+            return False
+        st = self.stats
+        st.frames_ok += k
+        st.samples += k
+        self._buf = tail
+        self._seq = int(seq[-1])
+        self._raw = int(raw[-1])
+        self._abs = self._sample_abs = int(abs_us[-1])
+        self._host = host
+        res.blocks.append(SampleBlock(
+            t=abs_us / 1e6, suction=raw_to_kpa(rec["suction"]), status=rec["status"].copy(),
+            host_time=host, lost_before=self._pending_lost, gap_before=self._pending_gap))
+        self._pending_gap = False
+        self._pending_lost = 0
+        return True
+
+    def _note_versions(self, scan: Scan) -> None:
+        last_good = int(scan.starts[-1]) if scan.starts.size else -1
+        after = [v for pos, v in scan.foreign if pos > last_good]
+        if scan.starts.size:  # our version is spoken: count foreign frames afresh
+            self._foreign_run = 0
+            if not after:
+                self.version_mismatch = None
+        if after:
+            self._foreign_run += len(after)
+            self._foreign_version = after[-1]
+            if self.mode == "auto":
+                self.mode = "binary"
+        if self._foreign_run >= VERSION_MISMATCH_FRAMES:
+            self.version_mismatch = self._foreign_version
+
+    def _message(self, msg_type: int, seq: int, buf: bytes, start: int, length: int,
+                 abs_us: int, host: float, res: DecodeResult) -> None:
+        payload = buf[start + HEADER_SIZE:start + HEADER_SIZE + length]
+        msg: Message | None = None
+        if msg_type >= 0x10:
+            msg = decode_command(msg_type, seq, payload)
+            if msg.error == NackReason.UNKNOWN_COMMAND:
+                self.stats.unknown_messages += 1
+        elif msg_type == MsgType.INFO:
+            msg = decode_info(payload)
+        elif msg_type == MsgType.EVENT:
+            ev = decode_event(payload)
+            if ev is not None:
+                msg = DeviceEvent(code=ev[0], cup=ev[1], value=ev[2], t=float(abs_us) / 1e6,
+                                  host_time=host)
+        elif msg_type == MsgType.ACK:
+            msg = decode_ack(payload)
+        elif msg_type == MsgType.NACK:
+            msg = decode_nack(payload)
+        if msg is None:
+            if msg_type < 0x10:
+                self.stats.unknown_messages += 1  # unknown or malformed: skipped
+            return
+        res.messages.append(msg)
+
+    def _timeline(self, seq: np.ndarray, raw: np.ndarray, sample: np.ndarray,
+                  bad_sample: np.ndarray, ncups: np.ndarray, host: float, res: DecodeResult,
+                  starts: np.ndarray, lengths: np.ndarray, scan: Scan) -> np.ndarray:
+        """Unwrap the device clock of the m device frames of this chunk, find gaps
+        and emit the sample blocks. Returns (m,) int64 unwrapped µs."""
+        seq = seq.astype(np.int64)
+        raw = raw.astype(np.int64)
+        if self._seq is None:  # the very first device frame: its clock is the origin
+            self._seq = int(seq[0] - 1) % SEQ_WRAP
+            self._raw = self._abs = int(raw[0])
+        h_us = 0 if self._host is None else max(0, round((host - self._host) * 1e6))
+        prev_seq = np.concatenate(([self._seq], seq[:-1]))
+        prev_raw = np.concatenate(([self._raw], raw[:-1]))
+        dq = (seq - prev_seq) % SEQ_WRAP
+        step = (raw - prev_raw + _HALF_WRAP) % TIME_WRAP_US - _HALF_WRAP
+        regular = (dq == 1) & (step >= -MAX_BACK_US) & (step <= MAX_FORWARD_US)
+        if self._after_reset:
+            regular[0] = False
+        gap = bad_sample.copy()  # a sample we could not read is a hole in the data
+        lost = np.zeros(seq.size, dtype=np.int64)
+        for i in np.flatnonzero(~regular).tolist():
+            step[i], lost[i], gap[i] = self._irregular(
+                int(dq[i]), int(step[i]), h_us if i == 0 else 0, self._after_reset and i == 0)
+        self._after_reset = False
+
+        sp = np.flatnonzero(sample)
+        abs_us = self._abs + np.cumsum(step)
+        if sp.size:
+            # Sample times must increase strictly. Bumping sample j shifts all later
+            # frames by the same amount, so each bump depends only on unbumped times.
+            x = abs_us[sp]
+            first_prev = x[0] - 1 if self._sample_abs is None else self._sample_abs
+            prev = np.concatenate(([first_prev], x[:-1]))
+            bump = np.maximum(0, prev + 1 - x)
+            if bump.any():
+                step[sp] += bump
+                gap[sp[x < prev]] = True  # equal times: a bump, not a gap
+                abs_us = self._abs + np.cumsum(step)
+        self.stats.frames_lost += int(lost.sum())
+        self._seq = int(seq[-1])
+        self._raw = int(raw[-1])
+        self._abs = int(abs_us[-1])
+        self._host = host
+
+        # Gaps and losses anywhere since the previous sample belong to the next sample.
+        cg = np.cumsum(gap)
+        cl = np.cumsum(lost)
+        if not sp.size:
+            self._pending_gap |= bool(cg[-1])
+            self._pending_lost += int(cl[-1])
+            return abs_us
+        g_at = cg[sp]
+        gap_s = np.diff(g_at, prepend=0) > 0
+        l_at = cl[sp]
+        lost_s = np.diff(l_at, prepend=0)
+        gap_s[0] |= self._pending_gap
+        lost_s[0] += self._pending_lost
+        self._pending_gap = bool(cg[-1] > g_at[-1])
+        self._pending_lost = int(cl[-1] - l_at[-1])
+        cups = ncups[sp].astype(np.int64)
+        new_block = gap_s | (cups != np.concatenate(([self._cups or 0], cups[:-1])))
+        new_block[0] = True
+        self._cups = int(cups[-1])
+        self._sample_abs = int(abs_us[sp[-1]])
+        self._emit_blocks(abs_us[sp], cups, new_block, gap_s, lost_s, starts[sp], scan,
+                          host, res)
+        return abs_us
+
+    def _irregular(self, dq: int, step: int, h_us: int, after_reset: bool) -> tuple[int, int, bool]:
+        """(clock step µs, frames lost, gap) for a frame that is not simply the
+        next one: a sequence jump, a clock jump, or the first after reset()."""
+        restart = dq >= _HALF_SEQ  # seq went backwards: the device restarted
+        lost = dq - 1 if 1 < dq < _HALF_SEQ else 0
+        if after_reset and h_us > _HALF_WRAP:
+            # Silent long enough for the clock to have wrapped: count the wraps
+            # the host clock says passed.
+            fwd = step % TIME_WRAP_US
+            step = fwd + max(0, round((h_us - fwd) / TIME_WRAP_US)) * TIME_WRAP_US
+        clock_ok = -MAX_BACK_US <= step <= MAX_FORWARD_US + h_us and not (restart and step <= 0)
+        if not clock_ok:
+            # The device clock does not say how long the gap was; the host's does.
+            return max(h_us, 1), lost, True
+        return step, lost, after_reset or restart or lost > 0
+
+    def _emit_blocks(self, t_us: np.ndarray, cups: np.ndarray, new_block: np.ndarray,
+                     gap_s: np.ndarray, lost_s: np.ndarray, starts: np.ndarray, scan: Scan,
+                     host: float, res: DecodeResult) -> None:
+        # Decode each cup count's frames at once from the rows the scan gathered.
+        decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        rank = np.zeros(cups.size, dtype=np.int64)
+        for c in np.unique(cups).tolist():
+            sel = np.flatnonzero(cups == c)
+            rank[sel] = np.arange(sel.size)
+            gstarts, rows = scan.rows[1 + 3 * c]
+            if gstarts.size != sel.size:
+                rows = rows[np.searchsorted(gstarts, starts[sel])]
+            rec = rows.view(sample_dtype(c))[:, 0]
+            decoded[c] = (raw_to_kpa(rec["suction"]), rec["status"].copy())
+        self.stats.samples += int(cups.size)
+        bounds = np.append(np.flatnonzero(new_block), cups.size).tolist()
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            suction, status = decoded[int(cups[a])]
+            r = int(rank[a])
+            res.blocks.append(SampleBlock(
+                t=t_us[a:b] / 1e6, suction=suction[r:r + b - a], status=status[r:r + b - a],
+                host_time=host, lost_before=int(lost_s[a]), gap_before=bool(gap_s[a])))
+
+    # --- text ---------------------------------------------------------------
+    def _feed_text(self, host: float, res: DecodeResult) -> None:
+        st = self.stats
+        lines = self._buf.split(b"\n")
+        tail = lines.pop()
+        if self._skip_first_line and lines:
+            st.bytes_discarded += len(lines.pop(0)) + 1
+            self._skip_first_line = False
+        if len(tail) > TEXT_LINE_LIMIT:  # no line end in sight: not a sample line
+            st.bytes_discarded += len(tail)
+            if not self._skip_first_line:
+                st.text_errors += 1
+                self._pending_gap |= self._text_t is not None
+            tail = b""
+        self._buf = tail
+        times: list[float | None] = []
+        rows: list[np.ndarray] = []
+        gaps: list[bool] = []
+        gap = self._pending_gap
+        layout = self._layout
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if not line.strip(b"\t ,"):
+                continue
+            st.text_lines += 1
+            parsed = layout.parse(line)
+            if parsed is None:
+                st.text_errors += 1
+                gap |= self._text_t is not None or bool(rows)
+                continue
+            times.append(parsed[0])
+            rows.append(parsed[1])
+            gaps.append(gap)
+            gap = False
+        self._pending_gap = gap
+        if rows:
+            self._text_blocks(times, rows, gaps, host, res)
+
+    def _text_blocks(self, times: list[float | None], rows: list[np.ndarray], gaps: list[bool],
+                     host: float, res: DecodeResult) -> None:
+        n = len(rows)
+        host_timed = {i for i, t in enumerate(times) if t is None}
+        self.text_host_timed = bool(host_timed)
+        if host_timed:
+            # Lines arrive in bunches (USB latency): spread them evenly over the
+            # time since the previous chunk rather than stamping them all alike.
+            prev = self._text_host
+            k = len(host_timed)
+            for j, i in enumerate(sorted(host_timed)):
+                times[i] = host if prev is None or host <= prev else prev + (host - prev) * (j + 1) / k
+        t = np.empty(n)
+        last = self._text_t
+        jump = 1e-6 if self._text_host is None else max(host - self._text_host, 1e-6)
+        for i, ti in enumerate(times):
+            assert ti is not None
+            value = ti + (self._text_offset if i not in host_timed else 0.0)
+            if last is not None and value <= last:
+                # Clock went back (device reset) or stood still: keep t increasing.
+                bump = jump if value < last else 1e-6
+                if i not in host_timed:
+                    self._text_offset += last + bump - value
+                gaps[i] |= value < last
+                value = last + bump
+            t[i] = last = value
+            jump = 1e-6
+        self._text_t = last
+        self._text_host = host
+        self.stats.samples += n
+        suction = np.array(rows, dtype=np.float32)
+        bounds = [i for i in range(n) if i == 0 or gaps[i]] + [n]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+            res.blocks.append(SampleBlock(
+                t=t[a:b].copy(), suction=suction[a:b], status=np.zeros((b - a, suction.shape[1]),
+                                                                       dtype=np.uint8),
+                host_time=host, gap_before=gaps[a]))
