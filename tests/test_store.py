@@ -247,12 +247,13 @@ def test_a_corrupt_database_gives_one_line_and_is_not_repaired(tmp_path, damage)
     sid = _recorded_db(path)
     data = bytearray(path.read_bytes())
     if damage == "schema_page":
-        data[100:4096] = os.urandom(3996)        # keeps the header, breaks the schema
+        data[100:4096] = bytes(range(256)) * 15 + bytes(156)  # header kept, schema broken
     elif damage == "truncated":
         data = data[: len(data) // 3]
-    else:                                        # opens fine; the sample rows are broken
-        mid = len(data) // 2
-        data[mid:mid + 8192] = os.urandom(8192)
+    else:  # every page after the first two: opens, then the sample rows are garbage
+        page = int.from_bytes(data[16:18], "big")
+        tail = len(data) - 2 * page
+        data[2 * page:] = np.random.default_rng(0).integers(0, 256, tail, np.uint8).tobytes()
     path.write_bytes(bytes(data))
     before = _digest(path)
     try:
