@@ -1,30 +1,44 @@
 """Colours shared by the widgets: alarm colours after IEC 60601-1-8, cup colours.
 
-IEC 60601-1-8 (table 2): high priority red, flashing 1.4-2.8 Hz; medium
-priority yellow, flashing 0.4-0.8 Hz; low priority yellow or cyan, steady.
+IEC 60601-1-8: high priority red, flashing 1.4-2.8 Hz; medium priority
+yellow, flashing 0.4-0.8 Hz; low priority yellow or cyan, steady. The
+colours and rates themselves live in :data:`monitor.snapshot.SEVERITY_STYLE`
+(one table for the terminal view and the GUI); this module only derives
+text colours and the dark phase of a flash from it.
 """
 
 from __future__ import annotations
 
-#: Alarm priorities, highest first (the strings MonitorPipeline uses).
+from monitor.snapshot import SEVERITY_STYLE
+
+#: Alarm priorities, highest first (the strings the alarm manager uses).
 PRIORITIES: tuple[str, ...] = ("high", "medium", "low")
 
-#: Background colour per severity class ("ok" and "info" are not alarms).
-SEVERITY_BG: dict[str, str] = {
-    "high": "#d0021b",     # red
-    "medium": "#f5c400",   # yellow
-    "low": "#00b7c7",      # cyan (IEC allows yellow or cyan; cyan keeps it apart from medium)
-    "ok": "#1e7d32",       # green: in target band
-    "info": "#455a64",     # neutral: idle, released, pumping down
-    "none": "#37474f",     # no signal: grey, the value is hidden
-}
-#: Text colour readable on each background.
-SEVERITY_FG: dict[str, str] = {
-    "high": "#ffffff", "medium": "#000000", "low": "#000000",
-    "ok": "#ffffff", "info": "#ffffff", "none": "#ffffff",
-}
-#: Flash frequency per priority, Hz (0 = steady). Mid-range of the IEC limits.
-FLASH_HZ: dict[str, float] = {"high": 2.0, "medium": 0.6, "low": 0.0}
+
+def severity_colors(severity: str) -> tuple[str, str]:
+    """(background, text) colours of a severity class of :data:`SEVERITY_STYLE`
+    (high, medium, low, ok, idle, nosignal); unknown classes look idle."""
+    bg = SEVERITY_STYLE.get(severity, SEVERITY_STYLE["idle"])[0]
+    return bg, text_color(bg)
+
+
+def flash_hz(severity: str) -> float:
+    """Flash frequency of a severity class, Hz (0 = steady)."""
+    return SEVERITY_STYLE.get(severity, ("", 0.0))[1]
+
+
+def text_color(bg: str) -> str:
+    """Black or white, whichever reads better on ``bg`` ("#rrggbb")."""
+    r, g, b = (int(bg[i:i + 2], 16) for i in (1, 3, 5))
+    # Relative luminance (sRGB weights, no gamma: good enough to pick black/white).
+    return "#000000" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 140 else "#ffffff"
+
+
+def dim(color: str, factor: float = 0.35) -> str:
+    """``color`` darkened towards black: the "off" phase of a flashing indicator."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(int(v * factor) for v in (r, g, b)))
+
 
 #: One colour per cup for traces (16 cups at most), distinct on a dark background.
 CUP_COLORS: tuple[str, ...] = (
