@@ -54,6 +54,8 @@ MAX_CHUNK = 1 << 16
 #: Reconnect backoff (s): first wait, doubling up to the cap.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
+#: A reconnection that lasts less than this (s) does not reset the backoff.
+STABLE_S = 2.0
 #: While a device path is missing, look for it this often (s) so a replugged
 #: device is reopened at once rather than at the next backoff step.
 PATH_POLL_S = 0.02
@@ -80,6 +82,17 @@ def _descriptor(port: serial.SerialBase) -> int | None:
         return int(fd)
     except Exception:  # loop://, sim://, handlers without a descriptor
         return None
+
+
+def _path_identity(path: str | None) -> tuple[int, int, int] | None:
+    """(device, inode, rdev) of what ``path`` names now; None if absent or not a path."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_rdev)
 
 
 class SerialLink(Source):
@@ -135,7 +148,7 @@ class SerialLink(Source):
         # Outage state, set by _lost().
         self._backoff = BACKOFF_FIRST_S
         self._next_attempt = 0.0
-        self._path_present = True
+        self._path_id: tuple[int, int, int] | None = None
         self._outage_error = ""
 
     # -- lifecycle ---------------------------------------------------------
@@ -400,10 +413,14 @@ class SerialLink(Source):
         self._publish_state(LinkState.LOST, f"lost {self.url}: {_one_line(exc)}")
         if not self.reconnect:
             return
-        self._backoff = BACKOFF_FIRST_S
+        if self._reconnects and now - self._conn_t0 < STABLE_S:
+            # Reopened, then lost again at once (a node that opens but cannot
+            # be read): keep backing off instead of cycling every 0.1 s.
+            self._backoff = min(BACKOFF_MAX_S, self._backoff * 2)
+        else:
+            self._backoff = BACKOFF_FIRST_S
         self._next_attempt = now + self._backoff
-        path = _device_path(self.url)
-        self._path_present = path is None or os.path.exists(path)
+        self._path_id = _path_identity(_device_path(self.url))
         self._outage_error = ""
         self._publish_state(LinkState.RECONNECTING, f"waiting for {self.url} to come back")
 
@@ -411,9 +428,11 @@ class SerialLink(Source):
         now = time.monotonic()
         self._tracker.poll(now)
         path = _device_path(self.url)
-        present = path is None or os.path.exists(path)
-        appeared = present and not self._path_present
-        self._path_present = present
+        ident = _path_identity(path)
+        # A device node that appears, or is replaced by another (a symlink
+        # re-pointed, a node re-created by udev), is worth trying at once.
+        appeared = ident is not None and ident != self._path_id
+        self._path_id = ident
         if now < self._next_attempt and not appeared:
             # Short naps: keep retrying commands and notice stop() and the path.
             nap = PATH_POLL_S if path is not None else 0.1

@@ -330,3 +330,35 @@ def test_frames_dribbling_in_small_pieces_are_reassembled(device):
     assert c.n_samples == 12
     np.testing.assert_allclose(c.suction(), sent, atol=0.005)
     assert s.crc_errors == 0 and s.bytes_discarded == 0
+
+
+def test_refused_reopen_is_reported_once_then_recovers(tmp_path):
+    dev = PtyDevice()
+    port = str(tmp_path / "port")
+    os.symlink(dev.path, port)
+    not_a_tty = tmp_path / "plain-file"
+    not_a_tty.write_text("")
+    c = Collect()
+    link = _link(port, c)
+    dev2 = None
+    try:
+        link.start()
+        assert link.wait_connected(5)
+        dev.close()
+        assert c.wait(lambda c: LinkState.RECONNECTING in c.states())
+        repoint(port, str(not_a_tty))  # something is there, but it cannot be opened as a port
+        assert c.wait(lambda c: c.events(LinkState.ERROR))
+        # Backoff retries keep failing the same way: still only one ERROR
+        # (a bounded wait for something that must not happen: two retries' worth).
+        assert not c.wait(lambda c: len(c.events(LinkState.ERROR)) > 1, timeout=0.8)
+        dev2 = PtyDevice()
+        repoint(port, dev2.path)
+        assert c.wait(lambda c: c.events(LinkState.RECONNECTED), timeout=5)
+    finally:
+        link.stop()
+        dev.close()
+        if dev2 is not None:
+            dev2.close()
+    errors = c.events(LinkState.ERROR)
+    assert len(errors) == 1 and "is not a serial port" in errors[0].message
+    assert link.stats().reconnects == 1
