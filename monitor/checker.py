@@ -27,6 +27,7 @@ from firmware_bridge.protocol import SUCTION_SCALE_KPA, EventCode, Status
 from .config import CupConfig, MonitorConfig
 from .runs import (
     SENTINEL,
+    Lagged,
     MovingSum,
     OnDelay,
     RunClock,
@@ -105,6 +106,7 @@ class Checker:
         self._dwell_level = np.zeros(cups, np.int64)
         self._smooth = MovingSum(cups, config.smooth_samples)
         self._segments = Segments(cups)
+        self._lagged = Lagged(cups)
         self._delays = {name: OnDelay(cups) for name in _CUP_CONDITIONS}
         # Latest per-cup views for the snapshot (last row of the last block).
         self.applied = np.zeros(cups, bool)
@@ -288,18 +290,26 @@ class Checker:
 
             eligible = active & binary & valid
             code = np.where(eligible, np.where(pump, 1, 2), 0)
-            seg_t0, seg_max, seg_v0 = self._segments.step(code, t, sm)
+            seg_t0, seg_max, rise = self._segments.step(code, t, sm)
             span = t[:, None] - seg_t0
             on, off = code == 1, code == 2
             sm_ok = (sm > SENTINEL) & (seg_max > SENTINEL)
+            rise_ok = sm_ok & (rise > SENTINEL)
+            # Leak evidence while the pump is off: the phase so far lost leak_drop_kpa at
+            # >= leak_decay_kpa_s, or (a leak that began mid-hold) the last
+            # window = drop/decay seconds of the phase lost leak_drop_kpa.
+            window = p.leak_drop_kpa / p.leak_decay_kpa_s
+            ago = self._lagged.step(t, sm, window)
             drop = seg_max - sm
-            rise = seg_max - seg_v0
-            rise_ok = sm_ok & (seg_v0 > SENTINEL)
             decay_floor = ck(p.leak_decay_kpa_s) * span  # smoothed units lost in `span` s
-            leak_decay = off & pumped & sm_ok & (drop >= ck(p.leak_drop_kpa)) & (drop >= decay_floor)
+            fell = (drop >= ck(p.leak_drop_kpa)) & (drop >= decay_floor)
+            fell_lately = (span >= window) & (ago > SENTINEL) & (ago - sm >= ck(p.leak_drop_kpa))
+            leak_decay = off & pumped & sm_ok & (fell | fell_lately)
             leak_effort = (on & pumped & rise_ok & (span >= p.leak_pump_s)
                            & (rise >= ck(p.blockage_rise_kpa)) & (sm >= ck(p.under)))
-            leak_clear = ~pumped_bin | (off & sm_ok & (span >= p.leak_clear_s) & (drop < decay_floor))
+            # Leak ends after a hold of leak_clear_s whose last window shows no fast decay.
+            leak_clear = ~pumped_bin | (off & sm_ok & (span >= p.leak_clear_s) & (ago > SENTINEL)
+                                        & (ago - sm < ck(p.leak_drop_kpa)))
             blocked = (on & rise_ok & (span >= p.blockage_s) & (rise < ck(p.blockage_rise_kpa))
                        & (sm >= ck(p.detached_kpa)))
             unblocked = ~(active & binary) | off | (on & rise_ok & (rise >= ck(p.blockage_rise_kpa)))

@@ -15,7 +15,8 @@ import numpy as np
 
 #: Marks an invalid smoothed value in integer arrays (far below any reading).
 SENTINEL = -(1 << 30)
-_BIG = 1 << 32  # > range of valid values and SENTINEL, for segment offsets
+_HIGH = 1 << 30     # stands in for an invalid value in running minima
+_BIG = 1 << 32      # > range of valid values and sentinels, for segment offsets
 
 
 def prev_rows(x: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -143,32 +144,67 @@ class MovingSum:
 
 class Segments:
     """Runs of equal integer ``code`` per cup (e.g. 0 off-duty, 1 pump on, 2 pump
-    off), with each sample's segment start time, the segment's running maximum of
-    a value and the value at the segment's first sample, carried across blocks."""
+    off), with each sample's segment start time and, of an integer value since
+    that start, the running maximum and the largest rise from an earlier low
+    (the "draw-up"), carried across blocks. SENTINEL values are skipped."""
 
     def __init__(self, cups: int) -> None:
         self.code = np.full(cups, -1, np.int64)
         self.t0 = np.full(cups, np.nan)
         self.vmax = np.full(cups, SENTINEL, np.int64)
-        self.v0 = np.full(cups, SENTINEL, np.int64)
+        self.vmin = np.full(cups, _HIGH, np.int64)
+        self.rise = np.full(cups, SENTINEL, np.int64)
 
     def step(self, code: np.ndarray, t: np.ndarray, value: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (t0, vmax, v0), each (n, cups): segment start time (s), running
-        maximum of ``value`` since that start, and ``value`` at the start."""
+        """Return (t0, vmax, rise), each (n, cups): segment start time (s), running
+        maximum of ``value`` since then, and the largest ``value[j] - min(value[:j])``
+        within the segment so far (SENTINEL where undefined)."""
         starts = code != prev_rows(code, self.code)
         li = last_index(starts)
         carried = li < 0
         t0 = np.where(carried, self.t0[None, :], t[np.maximum(li, 0)])
-        v0 = np.where(carried, self.v0[None, :], take_rows(value, li))
         sid = np.cumsum(starts, axis=0, dtype=np.int64)  # 0 = segment carried in
-        vmax = np.maximum.accumulate(value + sid * _BIG, axis=0) - sid * _BIG
-        vmax = np.where(carried, np.maximum(vmax, self.vmax[None, :]), vmax)
+        ok = value > SENTINEL
+        vmax = _seg_max(value, sid, carried, self.vmax)
+        vmin = -_seg_max(np.where(ok, -value, -_HIGH), sid, carried, -self.vmin)
+        up = np.where(ok & (vmin < _HIGH), value - vmin, SENTINEL)
+        rise = _seg_max(up, sid, carried, self.rise)
         self.code = code[-1].copy()
         self.t0 = t0[-1].copy()
-        self.vmax = vmax[-1].copy()
-        self.v0 = v0[-1].copy()
-        return t0, vmax, v0
+        self.vmax, self.vmin, self.rise = vmax[-1].copy(), vmin[-1].copy(), rise[-1].copy()
+        return t0, vmax, rise
+
+
+def _seg_max(value: np.ndarray, sid: np.ndarray, carried: np.ndarray,
+             carry: np.ndarray) -> np.ndarray:
+    """Running maximum of int64 ``value`` restarting at each segment id; segment 0
+    continues from ``carry`` (cups,). Exact: segments are offset by multiples of
+    2**32, larger than any value's range, so one accumulate does them all."""
+    run = np.maximum.accumulate(value + sid * _BIG, axis=0) - sid * _BIG
+    return np.where(carried, np.maximum(run, carry[None, :]), run)
+
+
+class Lagged:
+    """The value ``lag`` s ago per cup: at the last sample with time <= t - lag,
+    keeping just enough of the past across blocks (SENTINEL before there is one)."""
+
+    def __init__(self, cups: int) -> None:
+        self.t = np.empty(0)
+        self.v = np.empty((0, cups), np.int64)
+
+    def step(self, t: np.ndarray, value: np.ndarray, lag: np.ndarray) -> np.ndarray:
+        """``value`` (n, cups) int64, ``lag`` (cups,) s -> (n, cups) lagged values."""
+        et = np.concatenate([self.t, t])
+        ev = np.concatenate([self.v, value])
+        out = np.full(value.shape, SENTINEL, np.int64)
+        for lg in np.unique(lag):  # usually one lag for every cup
+            cols = np.flatnonzero(lag == lg)
+            j = np.searchsorted(et, t - lg, side="right") - 1
+            out[:, cols] = np.where((j >= 0)[:, None], ev[np.maximum(j, 0)][:, cols], SENTINEL)
+        keep = max(0, int(np.searchsorted(et, t[-1] - lag.max(), side="right")) - 1)
+        self.t, self.v = et[keep:], ev[keep:]
+        return out
 
 
 def changes(x: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
