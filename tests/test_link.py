@@ -362,3 +362,26 @@ def test_refused_reopen_is_reported_once_then_recovers(tmp_path):
     errors = c.events(LinkState.ERROR)
     assert len(errors) == 1 and "is not a serial port" in errors[0].message
     assert link.stats().reconnects == 1
+
+
+def test_text_device_is_detected_and_announced_without_info(device):
+    # An Arduino sketch printing serial-plotter lines: auto mode recognises it.
+    from firmware_bridge.codec import encode_text_samples
+    from firmware_bridge.errors import NotSupported
+
+    device.policy = None  # a sketch ignores what the host sends
+    c = Collect()
+    link = _link(device.path, c)
+    with link:
+        t = np.arange(1, 41) * 0.01
+        suction = np.tile([21.5, 22.25], (40, 1))
+        device.write(b"partial line\n" + encode_text_samples(t, suction))
+        assert c.wait(lambda c: c.events(LinkState.CONNECTED))
+        assert c.wait(lambda c: c.n_samples >= 39)
+        assert link.detected_mode == "text"
+        with pytest.raises(NotSupported):
+            link.command(Command(MsgType.PING))
+    ev = c.events(LinkState.CONNECTED)[0]
+    assert ev.info is None and "text format" in ev.message
+    np.testing.assert_allclose(c.suction()[-1], [21.5, 22.25], atol=1e-4)
+    assert not c.events(LinkState.ERROR)
