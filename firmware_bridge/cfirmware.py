@@ -25,6 +25,7 @@ import functools
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -36,9 +37,12 @@ SOURCES = ("cupmon/cm_core.c", "host/cm_host.c")
 HEADERS = ("cupmon/cm_core.h", "cupmon/cm_proto.h")
 #: The host build runs the same code as the device with room for 16 cups.
 HOST_MAX_CUPS = 16
+#: Warnings are errors; undefined behaviour (overflow, bad shifts, out-of-bounds
+#: indexing) traps and a smashed stack aborts, so a test run cannot pass over them.
 CFLAGS = (
-    "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-Wconversion",
-    "-O2", "-fPIC", "-shared", f"-DCM_MAX_CUPS={HOST_MAX_CUPS}",
+    "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow",
+    "-O2", "-fPIC", "-shared", "-fstack-protector-all",
+    "-fsanitize=undefined", "-fsanitize-undefined-trap-on-error",
 )
 LIB_STEM = "libcupmon_core"
 
@@ -76,33 +80,42 @@ def build_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"cupmon-build-{os.getuid()}" / "cfirmware"
 
 
-def _build_key(cc: str) -> str:
+def _flags(max_cups: int) -> tuple[str, ...]:
+    if not 1 <= max_cups <= 16:
+        raise ValueError("max_cups must be 1..16")
+    return (*CFLAGS, f"-DCM_MAX_CUPS={max_cups}")
+
+
+def _build_key(cc: str, flags: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     h.update(cc.encode())
-    h.update("\0".join(CFLAGS).encode())
+    h.update("\0".join(flags).encode())
     for rel in SOURCES + HEADERS:
         h.update(rel.encode())
         h.update((FIRMWARE_DIR / rel).read_bytes())
     return h.hexdigest()[:16]
 
 
-def build_library(force: bool = False, out_dir: Path | None = None) -> Path:
+def build_library(force: bool = False, out_dir: Path | None = None,
+                  max_cups: int = HOST_MAX_CUPS) -> Path:
     """Compile the core and the host board into a shared library; return its path.
 
-    Rebuilds only when the sources, the flags or the compiler changed. Safe to
-    call from several processes at once (each compiles to its own temporary
-    name and renames atomically).
+    ``max_cups`` is the core's CM_MAX_CUPS (16 on the host; 4 reproduces the
+    Uno's buffer sizes). Rebuilds only when the sources, the flags or the
+    compiler changed. Safe to call from several processes at once (each
+    compiles to its own temporary name and renames atomically).
     """
     cc = compiler()
     if not cc:
         raise FirmwareBuildError("no C compiler found (set CC or install gcc)")
     out_dir = Path(out_dir) if out_dir is not None else build_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    lib = out_dir / f"{LIB_STEM}-{_build_key(cc)}.so"
+    flags = _flags(max_cups)
+    lib = out_dir / f"{LIB_STEM}{max_cups}-{_build_key(cc, flags)}.so"
     if lib.exists() and not force:
         return lib
     tmp = out_dir / f".{lib.name}.{os.getpid()}.tmp"
-    cmd = [cc, *CFLAGS, "-o", str(tmp), *(str(FIRMWARE_DIR / s) for s in SOURCES)]
+    cmd = [cc, *flags, "-o", str(tmp), *(str(FIRMWARE_DIR / s) for s in SOURCES)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -112,6 +125,49 @@ def build_library(force: bool = False, out_dir: Path | None = None) -> Path:
         raise FirmwareBuildError(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
     os.replace(tmp, lib)
     return lib
+
+
+REPLAY_SOURCES = ("cupmon/cm_core.c", "host/cm_host.c", "host/cm_replay.c")
+#: The replay driver is a separate executable, so it can run under AddressSanitizer.
+SANITIZE_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-O1",
+                  "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                  "-fno-omit-frame-pointer")
+
+
+def build_replay(max_cups: int = HOST_MAX_CUPS, out_dir: Path | None = None) -> Path:
+    """Build the sanitized replay driver (``firmware/host/cm_replay.c``) for ``max_cups``."""
+    cc = compiler()
+    if not cc:
+        raise FirmwareBuildError("no C compiler found (set CC or install gcc)")
+    out_dir = Path(out_dir) if out_dir is not None else build_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flags = (*SANITIZE_FLAGS, f"-DCM_MAX_CUPS={max_cups}")
+    h = hashlib.sha256(_build_key(cc, flags).encode())
+    h.update((FIRMWARE_DIR / "host/cm_replay.c").read_bytes())
+    exe = out_dir / f"cm_replay{max_cups}-{h.hexdigest()[:16]}"
+    if exe.exists():
+        return exe
+    tmp = out_dir / f".{exe.name}.{os.getpid()}.tmp"
+    cmd = [cc, *flags, "-o", str(tmp), *(str(FIRMWARE_DIR / s) for s in REPLAY_SOURCES)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise FirmwareBuildError(f"{' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+    os.replace(tmp, exe)
+    return exe
+
+
+def replay(script: bytes, max_cups: int = HOST_MAX_CUPS) -> bytes:
+    """Run a session recorded by ``CoreDevice(record=True)`` through the sanitized
+    replay driver; return every byte the core sent. Raises
+    :class:`FirmwareBuildError` with the sanitizer's report if it finds a fault."""
+    exe = build_replay(max_cups)
+    r = subprocess.run([str(exe)], input=bytes(script), capture_output=True, timeout=300,
+                       env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1"})
+    if r.returncode != 0:
+        raise FirmwareBuildError(f"replay failed ({r.returncode}):\n"
+                                 f"{r.stderr.decode(errors='replace')}")
+    return r.stdout
 
 
 _u8p = ctypes.POINTER(ctypes.c_uint8)
@@ -147,9 +203,9 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 
 
 @functools.cache
-def load_library() -> ctypes.CDLL:
-    """Build (if needed) and load the core; the same handle for the whole process."""
-    path = build_library()
+def load_library(max_cups: int = HOST_MAX_CUPS) -> ctypes.CDLL:
+    """Build (if needed) and load the core; one handle per ``max_cups`` per process."""
+    path = build_library(max_cups=max_cups)
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
@@ -158,7 +214,7 @@ def load_library() -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
-    if lib.cm_host_max_cups() != HOST_MAX_CUPS:
+    if lib.cm_host_max_cups() != max_cups:
         raise FirmwareBuildError(f"{path} was built for {lib.cm_host_max_cups()} cups")
     return lib
 
@@ -213,6 +269,9 @@ def mpxv6115v_counts(suction_kpa: float | np.ndarray, bits: int = 10) -> np.ndar
 class CoreDevice:
     """One instance of the C core on the in-memory host board.
 
+    ``max_cups`` picks the build (CM_MAX_CUPS): 16 by default, 4 for the
+    buffer sizes of the Uno image.
+
     Time is the device clock in microseconds (u32, wraps). Nothing runs by
     itself: call :meth:`step` (or :meth:`set_time`/:meth:`set_adc`/:meth:`poll`)
     and :meth:`feed`, then :meth:`read` the bytes the firmware sent.
@@ -220,12 +279,13 @@ class CoreDevice:
 
     def __init__(self, cups: int = 4, *, serial: str = "CUPMON-C", adc_bits: int = 10,
                  sensor_model: int = 1, info_flags: int = 0, reset_cause: int = 0,
-                 eeprom: bytes | None = None, t_us: int = 0) -> None:
-        if not 1 <= cups <= HOST_MAX_CUPS:
-            raise ValueError(f"cups must be 1..{HOST_MAX_CUPS}")
+                 eeprom: bytes | None = None, t_us: int = 0,
+                 max_cups: int = HOST_MAX_CUPS, record: bool = False) -> None:
+        if not 1 <= cups <= max_cups:
+            raise ValueError(f"cups must be 1..{max_cups}")
         if not 8 <= adc_bits <= 16:
             raise ValueError("adc_bits must be 8..16")
-        self._lib = load_library()
+        self._lib = load_library(max_cups)
         self.cups = cups
         self.adc_bits = adc_bits
         self._cfg = (serial.encode("ascii")[:16], cups, adc_bits, sensor_model, info_flags)
@@ -236,6 +296,12 @@ class CoreDevice:
         self._valve = (ctypes.c_uint8 * cups)()
         self._take = (ctypes.c_uint8 * 65536)()
         self._out = bytearray()
+        #: with record=True: the session as a script for :func:`replay`, and
+        #: every byte the core sent
+        self.script: bytearray | None = bytearray() if record else None
+        self.sent = bytearray()
+        self._rec(b"C", struct.pack("<BBBB16s", cups, adc_bits, sensor_model, info_flags,
+                                    self._cfg[0]))
         self._lib.cm_host_reset(self._h)
         if eeprom is not None:
             self.eeprom = eeprom
@@ -246,6 +312,7 @@ class CoreDevice:
     def boot(self, t_us: int = 0, reset_cause: int = 0) -> None:
         """Power-on (or reset): the core restarts; EEPROM contents survive."""
         serial, cups, bits, model, flags = self._cfg
+        self._rec(b"B", struct.pack("<IB", t_us & 0xFFFFFFFF, reset_cause))
         self._lib.cm_host_boot(self._h, t_us & 0xFFFFFFFF, serial, cups, bits, model, flags,
                                reset_cause)
         self._drain()
@@ -253,6 +320,7 @@ class CoreDevice:
     # -- inputs -----------------------------------------------------------------
 
     def set_time(self, t_us: int) -> None:
+        self._rec(b"S", struct.pack("<I", t_us & 0xFFFFFFFF))
         self._lib.cm_host_set_time(self._h, t_us & 0xFFFFFFFF)
 
     def set_adc(self, counts) -> None:
@@ -260,12 +328,15 @@ class CoreDevice:
         self._lib.cm_host_set_adc(self._h, self._counts, self.cups)
 
     def poll(self) -> None:
+        self._rec(b"P", b"")
         self._lib.cm_host_poll(self._h)
         self._drain()
 
     def step(self, t_us: int, counts) -> tuple[np.ndarray, np.ndarray]:
         """Set the clock and ADC inputs, poll once; return (pump, valve) as bool arrays."""
         self._load_counts(counts)
+        self._rec(b"S", struct.pack("<I", t_us & 0xFFFFFFFF))
+        self._rec(b"P", b"")
         self._lib.cm_host_step(self._h, t_us & 0xFFFFFFFF, self._counts, self.cups,
                                self._pump, self._valve)
         self._drain()
@@ -276,6 +347,8 @@ class CoreDevice:
         """Bytes from the host, as the UART receives them."""
         data = bytes(data)
         if data:
+            for i in range(0, len(data), 0xFFFF):
+                self._rec(b"R", struct.pack("<H", len(data[i:i + 0xFFFF])) + data[i:i + 0xFFFF])
             self._lib.cm_host_rx(self._h, data, len(data))
             self._drain()
 
@@ -308,6 +381,7 @@ class CoreDevice:
     def eeprom(self, data: bytes) -> None:
         n = int(self._lib.cm_host_eeprom_size())
         data = bytes(data)[:n]
+        self._rec(b"W", struct.pack("<H", len(data)) + data)
         ctypes.memmove(self._lib.cm_host_eeprom(self._h), data, len(data))
 
     @property
@@ -316,10 +390,12 @@ class CoreDevice:
 
     def set_tx_room(self, room: int) -> None:
         """Bytes the simulated UART can take (SAMPLE frames that do not fit are dropped)."""
+        self._rec(b"X", struct.pack("<I", room))
         self._lib.cm_host_set_tx_room(self._h, room)
 
     def set_eeprom_fail(self, fail: bool) -> None:
         """Make every EEPROM write fail (to test NACK STORAGE)."""
+        self._rec(b"F", bytes([int(bool(fail))]))
         self._lib.cm_host_set_eeprom_fail(self._h, int(fail))
 
     # -- internals --------------------------------------------------------------
@@ -331,12 +407,20 @@ class CoreDevice:
         if a.min() < 0 or a.max() > 0xFFFF:
             raise ValueError("ADC counts must be 0..65535")
         self._counts[:] = a.tolist()
+        self._rec(b"A", struct.pack(f"<B{self.cups}H", self.cups, *a.tolist()))
+
+    def _rec(self, kind: bytes, data: bytes) -> None:
+        if self.script is not None:
+            self.script += kind + data
 
     def _drain(self) -> None:
         while True:
             n = self._lib.cm_host_take(self._h, self._take, len(self._take))
             if not n:
                 break
-            self._out += ctypes.string_at(self._take, n)
+            chunk = ctypes.string_at(self._take, n)
+            self._out += chunk
+            if self.script is not None:
+                self.sent += chunk
         if self._lib.cm_host_out_dropped(self._h):
             raise RuntimeError("host board output buffer overflowed")

@@ -156,6 +156,9 @@ static uint8_t send(cm_dev_t *d, uint8_t type, uint32_t t, const uint8_t *payloa
 {
     uint8_t frame[CM_TX_FRAME_MAX];
     uint16_t n;
+    if (len > CM_TX_PAYLOAD_MAX) {
+        return 0u; /* cannot happen: every payload we build fits */
+    }
     if (type == CM_MSG_SAMPLE &&
         cm_hal_uart_room(d->hal) < (uint16_t)(CM_HEADER_SIZE + CM_CRC_SIZE + len)) {
         if (d->overrun != 0xFFFFu) {

@@ -65,7 +65,10 @@ extern "C" {
 #define CM_RESP_MAX 17u
 #define CM_INFO_LEN 27u
 #define CM_SAMPLE_LEN(n) (1u + 3u * (n))
-#define CM_TX_FRAME_MAX (CM_HEADER_SIZE + CM_SAMPLE_LEN(CM_MAX_CUPS) + CM_CRC_SIZE)
+/* largest frame we send: INFO (27) or SAMPLE (1 + 3n), whichever is longer */
+#define CM_TX_PAYLOAD_MAX \
+    (CM_SAMPLE_LEN(CM_MAX_CUPS) > CM_INFO_LEN ? CM_SAMPLE_LEN(CM_MAX_CUPS) : CM_INFO_LEN)
+#define CM_TX_FRAME_MAX (CM_HEADER_SIZE + CM_TX_PAYLOAD_MAX + CM_CRC_SIZE)
 
 /* EEPROM layout (docs/firmware.md): one record per cup */
 #define CM_EE_BASE 0u

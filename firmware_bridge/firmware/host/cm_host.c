@@ -14,7 +14,7 @@
 #define CM_HOST_OUT_CAP 65536u
 #define CM_HOST_EEPROM 1024u
 
-typedef struct {
+typedef struct cm_host {
     cm_dev_t dev;
     uint32_t now;
     uint32_t out_len;
