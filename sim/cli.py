@@ -150,14 +150,15 @@ def _run(args: argparse.Namespace) -> int:
     duration = args.duration if args.duration is not None else sim.duration_s
     if args.out and duration is None:
         raise _UsageError(f"scenario {args.scenario!r} has no end of its own: --out needs --duration")
+    out = _open_for_writing(args.out, "output", "wb") if args.out else None
     truth = _open_for_writing(args.truth, "truth", "w") if args.truth else None
     device = build_device(sim, args)
     try:
-        if args.out:
+        if out is not None:
             stop = threading.Event()
             with _stop_on_signals(stop.set):
                 try:
-                    summary = write_capture(device, args.out, args.format, duration_s=duration,
+                    summary = write_capture(device, out, args.format, duration_s=duration,
                                             stop=stop)
                 except OSError as exc:
                     raise _UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
@@ -185,8 +186,9 @@ def _run(args: argparse.Namespace) -> int:
             for line in _truth_lines(sim, end_s):
                 truth.write(line + "\n")
     finally:
-        if truth is not None:
-            truth.close()
+        for f in (out, truth):
+            if f is not None:
+                f.close()
     return EXIT_OK
 
 

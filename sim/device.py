@@ -141,6 +141,7 @@ class DeviceCounters:
     frames_sent: int = 0        #: frames put on the line (all types)
     samples_sent: int = 0       #: SAMPLE frames (binary) or lines (text) put on the line
     samples_dropped: int = 0    #: samples not transmitted (seq consumed: the host sees a gap)
+    frames_unsent: int = 0      #: frames of any type that took a seq but were not transmitted
     events_sent: int = 0
     replies_sent: int = 0       #: ACK + NACK (+ INFO after GET_INFO)
     bytes_out: int = 0
@@ -348,7 +349,11 @@ class VirtualDevice:
         if last is None or self._host_lost_sent or self.t_s - last < HOST_LOST_S:
             return
         self._host_lost_sent = True
-        out += encode_event(EventCode.HOST_LOST, 0, 0, self._next_seq(), _us(self.t_s))
+        seq = self._next_seq()
+        if self._silent_at(self.t_s):
+            self.counters.frames_unsent += 1
+            return
+        out += encode_event(EventCode.HOST_LOST, 0, 0, seq, _us(self.t_s))
         self.counters.frames_sent += 1
         self.counters.events_sent += 1
 
@@ -374,7 +379,9 @@ class VirtualDevice:
             if k < len(events):
                 ev_t, code, cup, value = events[k]
                 seq = self._next_seq()
-                if not self._silent_at(int(ev_t) / 1e6):  # sent, but lost on a cut link
+                if self._silent_at(int(ev_t) / 1e6):  # sent, but lost on a cut link
+                    self.counters.frames_unsent += 1
+                else:
                     out += encode_event(int(code), int(cup), int(value), seq, int(ev_t))
                     self.counters.frames_sent += 1
                     self.counters.events_sent += 1
@@ -395,6 +402,7 @@ class VirtualDevice:
         self.counters.frames_sent += kept
         self.counters.samples_sent += kept
         self.counters.samples_dropped += (b - a) - kept
+        self.counters.frames_unsent += (b - a) - kept
 
     def _emit_text(self, o: SimOutput, t_us: np.ndarray, send: np.ndarray,
                    out: bytearray) -> None:

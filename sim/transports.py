@@ -29,7 +29,7 @@ import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from sim.device import ByteDevice, VirtualDevice
 
@@ -254,11 +254,13 @@ class PtyTransport(_PacedTransport):
     def _linger(self) -> None:
         # Bytes written to the master reach the slave's queue a little later
         # (the tty layer moves them on a work queue, late on a busy machine),
-        # so the queue must stay empty for PTY_SETTLE_S before we hang up.
+        # so the queue must stay empty for PTY_SETTLE_S before we hang up. A
+        # queue that does not shrink for as long has no reader: no use waiting.
         now = time.monotonic()
         deadline = now + PTY_LINGER_S
-        empty_since = now
-        while not self._stop.is_set() and now < deadline and now - empty_since < PTY_SETTLE_S:
+        empty_since = progress_at = now
+        last = None
+        while not self._stop.is_set() and now < deadline:
             self._stop.wait(TICK_S)
             try:
                 queued = self._queued()
@@ -267,6 +269,13 @@ class PtyTransport(_PacedTransport):
             now = time.monotonic()
             if queued:
                 empty_since = now
+            elif now - empty_since >= PTY_SETTLE_S:
+                return
+            if last is None or queued < last:
+                progress_at = now
+            elif now - progress_at >= 2 * PTY_SETTLE_S:
+                return
+            last = queued
 
     def close(self) -> None:
         if self._closed:
@@ -396,10 +405,12 @@ class CaptureSummary:
                 f"in {self.wall_s:.2f} s wall ({self.realtime_factor:.1f}x real time)")
 
 
-def write_capture(source: Simulation | ByteDevice, path: str | os.PathLike, fmt: str = "binary",
+def write_capture(source: Simulation | ByteDevice, path: str | os.PathLike | BinaryIO,
+                  fmt: str = "binary",
                   *, duration_s: float | None = None, chunk_s: float = CAPTURE_CHUNK_S,
                   seed: int = 0, stop: threading.Event | None = None) -> CaptureSummary:
-    """Write the device's whole byte stream to ``path`` as fast as possible.
+    """Write the device's whole byte stream to ``path`` (a file name or an open
+    binary file, which is closed at the end) as fast as possible.
 
     source: a Simulation (wrapped in a :class:`VirtualDevice` with ``fmt`` and
         ``seed``) or a ready device. duration_s: device seconds (default the
@@ -413,7 +424,8 @@ def write_capture(source: Simulation | ByteDevice, path: str | os.PathLike, fmt:
     t0 = time.perf_counter()
     start_s = cursor = device.t_s
     total = 0
-    with open(Path(path), "wb") as f:
+    f = path if hasattr(path, "write") else open(Path(path), "wb")
+    with f:
         while True:
             cursor = min(end, cursor + chunk_s)
             data = device.produce_until(cursor)
