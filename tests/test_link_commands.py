@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_link_fakes import Collect, PtyDevice
+from test_link_fakes import Collect, PtyDevice, wait_until
 
 from firmware_bridge.codec import Command, encode_command
 from firmware_bridge.errors import CommandNacked, CommandTimeout, LinkError, NotSupported
@@ -15,10 +15,6 @@ from firmware_bridge.source import CommandTracker, Source
 pytestmark = pytest.mark.timeout(30)
 
 BAND = Command(MsgType.SET_BAND, mask=0b0101, low_kpa=20.0, high_kpa=25.0)
-
-
-def _user(dev: PtyDevice, t: MsgType) -> list[Command]:
-    return dev.received(t)
 
 
 @pytest.fixture
@@ -188,3 +184,25 @@ def test_tracker_duplicate_ack_resolves_once():
     assert tr.resolve(Ack(7, int(MsgType.SET_BAND))) is None
     assert f.result(timeout=0).seq == 7
     assert tr.pending == 0
+
+
+def test_keepalive_pings_an_idle_binary_device_and_keeps_its_acks_private():
+    from firmware_bridge.messages import Ack as AckMsg
+
+    dev = PtyDevice()
+    c = Collect()
+    link = SerialLink(dev.path, keepalive=0.1)
+    link.add_listener(c)
+    try:
+        link.start()
+        assert link.wait_connected(5)
+        data, _ = dev.samples(5)  # the stream is binary: keep-alive applies
+        dev.write(data)
+        assert c.wait(lambda c: c.n_samples >= 5)
+        assert wait_until(lambda: len(dev.received(MsgType.PING)) >= 3)
+    finally:
+        link.stop()
+        dev.close()
+    pings = dev.received(MsgType.PING)
+    assert len({p.seq for p in pings}) == len(pings)  # each a new command, not a retry
+    assert not any(isinstance(m, AckMsg) for m in c.messages)  # GET_INFO and PING acks stay inside
