@@ -311,6 +311,10 @@ def _check_cup(c: CupConfig, where: str) -> None:
     if not c.released_kpa < c.applied_kpa:
         raise ConfigError(f"{where}released_kpa ({c.released_kpa:g}) must be below "
                           f"applied_kpa ({c.applied_kpa:g})")
+    window = c.leak_drop_kpa / c.leak_decay_kpa_s
+    if c.leak_clear_s < window:
+        raise ConfigError(f"{where}leak_clear_s ({c.leak_clear_s:g}) must be at least leak_drop_kpa / "
+                          f"leak_decay_kpa_s ({window:g} s), the window the leak is judged on")
     if c.dwell_advisory_s > c.dwell_limit_s:
         raise ConfigError(f"{where}dwell_advisory_s ({c.dwell_advisory_s:g}) must not exceed "
                           f"dwell_limit_s ({c.dwell_limit_s:g})")
