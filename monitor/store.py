@@ -91,7 +91,7 @@ CREATE TABLE events (
     id          INTEGER PRIMARY KEY,
     session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
     t           REAL,                        -- device time, s
-    wall        REAL,                        -- Unix time, s
+    wall,                                    -- as given (AlarmEvent: ISO 8601 text)
     cup         INTEGER,                     -- 1-based, NULL = whole device
     event       TEXT,
     condition   TEXT,
