@@ -139,7 +139,7 @@ class Bench:
             self.seq += 1
             seq = self.seq
         self.dev.set_time(self.t)
-        self.dev.feed(frame_bytes(msg_type, seq, payload, self.t))
+        self.dev.feed(frame_bytes(msg_type, seq, payload, self.t & 0xFFFFFFFF))
         got = parse(self.dev.read())
         self.frames += got
         return got
