@@ -319,7 +319,8 @@ class Checker:
             last_change = np.where(changed, t[:, None], np.nan)
             last_change = _ffill(last_change, self._last_change)
             stuck_since = np.fmax(last_change, active_start)
-            stuck = active & binary & finite & (t[:, None] - stuck_since >= p.stuck_s)
+            stuck = (active & binary & finite & (p.stuck_s > 0)
+                     & (t[:, None] - stuck_since >= p.stuck_s))
             sensor_bad = enabled & (~finite | ~in_range | fault_bit | stuck | self._dev_fault[None, :])
             tripped = enabled & (interlock | self._dev_interlock[None, :])
 

@@ -76,7 +76,7 @@ class CupConfig:
     # Sensor checks.
     sensor_min_kpa: float = -20.0     # readings at/below or at/above the range are faults
     sensor_max_kpa: float = 100.0
-    stuck_s: float = 5.0              # bit-identical readings this long while regulating
+    stuck_s: float = 5.0              # bit-identical readings this long while regulating (0: off)
     # Dwell (time the cup has been on).
     dwell_advisory_s: float = C.DWELL_ADVISORY_S
     dwell_limit_s: float = C.DWELL_LIMIT_S
@@ -295,7 +295,9 @@ def _check_cup(c: CupConfig, where: str) -> None:
                  "blockage_delay_s", "sensor_fault_delay_s", "pumpdown_grace_s"):
         if getattr(c, name) < 0:
             raise ConfigError(f"{where}{name} must not be negative")
-    for name in ("leak_decay_kpa_s", "leak_pump_s", "leak_clear_s", "blockage_s", "stuck_s",
+    if c.stuck_s < 0:
+        raise ConfigError(f"{where}stuck_s must not be negative (0 turns the check off)")
+    for name in ("leak_decay_kpa_s", "leak_pump_s", "leak_clear_s", "blockage_s",
                  "dwell_advisory_s", "dwell_limit_s"):
         if getattr(c, name) <= 0:
             raise ConfigError(f"{where}{name} must be positive")

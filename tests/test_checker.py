@@ -426,3 +426,21 @@ def test_status_bits_seen_midway_switch_to_binary_rules():
     st[t >= 5.0, 0] = REG
     _, ch = run([block(t, s, st)])
     assert ch.status_bits
+
+
+def test_stuck_check_can_be_turned_off():
+    t, s, st = regulated(30.0, noise=0.05)
+    s[t >= 10.0, 0] = s[t >= 10.0, 0][0]
+    dets, _ = run([block(t, s, st)], apply_overrides(MonitorConfig(), ["stuck_s=0"]))
+    assert not raised(dets, C.SENSOR_FAULT)
+
+
+def test_leak_clears_after_a_good_hold():
+    leak = lambda ti: np.array([2.0 if 10.0 <= ti < 20.0 else 0.0])  # noqa: E731
+    t, s, st = regulated(40.0, leak=leak, noise=0.05)
+    dets, _ = run(split(t, s, st, 6))
+    (r,) = raised(dets, C.LEAK)
+    (c,) = cleared(dets, C.LEAK)
+    last_restart = t[(t < 20.5) & ((st[:, 0] & PUMP) != 0)][-1]
+    # The last top-up ends just after 20 s; a 5 s hold without decay clears it.
+    assert 10.0 < r.t < 12.5 and last_restart + 5.0 <= c.t <= last_restart + 6.0
