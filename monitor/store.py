@@ -746,32 +746,46 @@ class Store:
              enc.t, enc.suction, enc.status, parts))
         return enc.nbytes + (len(parts) if parts else 0)
 
-    def iter_blocks(self, session_id: int, *, split: bool = True) -> Iterator[SampleBlock]:
+    def iter_blocks(self, session_id: int, *, split: bool = True,
+                    batch_rows: int = 64) -> Iterator[SampleBlock]:
         """The session's samples in order, as :class:`SampleBlock` s with
         ``gap_before``/``lost_before`` as recorded. ``split=True`` gives the
-        blocks exactly as they were recorded; ``False`` one block per row."""
+        blocks exactly as they were recorded; ``False`` one block per row.
+
+        Rows are fetched ``batch_rows`` at a time in short read transactions:
+        a slow consumer (paced replay) never pins an old snapshot, which would
+        stop a concurrent recorder's WAL from being checkpointed.
+        """
         self.get_session(session_id)  # raises for an unknown id
-        try:
-            cur = self.conn.execute(
-                "SELECT n, cups, gap_before, lost_before, t_codec, suction_codec, status_codec, "
-                "t, suction, status, parts FROM sample_blocks WHERE session_id = ? ORDER BY seq",
-                (session_id,))
-            for n, cups, gap, lost, tc, sc, stc, tb, sb, stb, parts in cur:
+        last = -1
+        while True:
+            try:
+                rows = self.conn.execute(
+                    "SELECT seq, n, cups, gap_before, lost_before, t_codec, suction_codec, "
+                    "status_codec, t, suction, status, parts FROM sample_blocks "
+                    "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (session_id, last, batch_rows)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+            if not rows:
+                return
+            for seq, n, cups, gap, lost, tc, sc, stc, tb, sb, stb, parts in rows:
+                last = seq
                 try:
                     t, s, st = decode_block(EncodedBlock(tc, sc, stc, tb, sb, stb), n, cups)
-                except (zlib.error, ValueError) as exc:
+                    sizes = (np.frombuffer(zlib.decompress(parts), np.int32)
+                             if parts and split else [n])
+                    if sum(int(k) for k in sizes) != n:
+                        raise ValueError("block sizes do not add up")
+                except (zlib.error, ValueError, IndexError) as exc:
                     raise StoreError(f"{self.path}: damaged sample data in session "
                                      f"{session_id} ({_one_line(exc)})") from None
-                sizes = (np.frombuffer(zlib.decompress(parts), np.int32) if parts and split
-                         else [n])
                 i = 0
                 for k, size in enumerate(sizes):
                     j = i + int(size)
                     yield SampleBlock(t[i:j], s[i:j], st[i:j], 0.0,
                                       int(lost) if k == 0 else 0, bool(gap) and k == 0)
                     i = j
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
 
     # -- events and summaries ---------------------------------------------
     _EVENT_KEYS = ("t", "wall", "cup", "event", "condition", "priority", "suction_kpa", "message")
