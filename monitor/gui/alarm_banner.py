@@ -77,14 +77,18 @@ class AlarmBanner(QtWidgets.QFrame):
 
         self.alarm_list = QtWidgets.QListWidget()
         self.alarm_list.setObjectName("bannerList")
-        self.alarm_list.setMaximumHeight(78)
+        self.alarm_list.setMaximumHeight(56)  # 3 rows; the banner must leave room for traces
         self.alarm_list.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        self.alarm_list.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
+        self.alarm_list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.alarm_list.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
         self.alarm_list.hide()
 
         text = QtWidgets.QVBoxLayout()
         text.setSpacing(0)
         text.addWidget(self.message_label)
         text.addWidget(self.more_label)
+        text.addWidget(self.alarm_list)
         buttons = QtWidgets.QVBoxLayout()
         buttons.setSpacing(2)
         buttons.addWidget(self.ack_button)
@@ -99,11 +103,7 @@ class AlarmBanner(QtWidgets.QFrame):
         top.addLayout(text, 1)
         top.addLayout(status)
         top.addLayout(buttons)
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        lay.addLayout(top)
-        lay.addWidget(self.alarm_list)
+        self.setLayout(top)
         if flasher is not None:
             flasher.toggled.connect(self._on_flash)
         self._apply_style()
@@ -155,8 +155,9 @@ class AlarmBanner(QtWidgets.QFrame):
         self.alarm_list.clear()
         for a in alarms:
             item = QtWidgets.QListWidgetItem(
-                f"{PRIORITY_WORD.get(a.priority, a.priority)} · {_who(a)} · {a.message}"
+                f"{PRIORITY_WORD.get(a.priority, a.priority)} · {a.message}"
                 + ("" if a.state == "active" else f"  ({a.state})"))
+            item.setToolTip(f"{_who(a)}: {a.message}")
             bg, fg = severity_colors(a.priority)
             item.setBackground(QtGui.QColor(bg if not a.acknowledged else dim(bg, 0.6)))
             item.setForeground(QtGui.QColor(fg if not a.acknowledged else "#ffffff"))

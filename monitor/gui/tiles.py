@@ -54,6 +54,7 @@ class CupTile(QtWidgets.QFrame):
         self.header.setObjectName("tileHeader")
         self.state_label = QtWidgets.QLabel("Idle")
         self.state_label.setObjectName("tileState")
+        self.state_label.setWordWrap(True)  # long words wrap; never cut off
         self.state_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight
                                       | QtCore.Qt.AlignmentFlag.AlignVCenter)
         top = QtWidgets.QHBoxLayout()
@@ -80,8 +81,14 @@ class CupTile(QtWidgets.QFrame):
 
         self.band_label = QtWidgets.QLabel("")
         self.band_label.setObjectName("tileSmall")
+        self.band_label.setToolTip("Target band (suction) · share of the time spent in it")
         self.time_label = QtWidgets.QLabel("")
         self.time_label.setObjectName("tileSmall")
+        self.time_label.setToolTip("Time on the skin / dwell limit")
+        for lab in (self.band_label, self.time_label):
+            # Small print may be clipped on a narrow tile; it must not widen the window.
+            lab.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
+                              QtWidgets.QSizePolicy.Policy.Preferred)
         self.dwell_bar = QtWidgets.QProgressBar()
         self.dwell_bar.setTextVisible(False)
         self.dwell_bar.setFixedHeight(5)
@@ -122,10 +129,10 @@ class CupTile(QtWidgets.QFrame):
             st.polish(self.value_label)
         self.state_label.setText(view.state)
         lo, hi = view.band
-        band = (f"Target {format_pressure(lo, unit, with_unit=False)}–"
-                f"{format_pressure(hi, unit)}")
+        band = (f"Band {format_pressure(lo, unit, with_unit=False)}–"
+                f"{format_pressure(hi, unit, with_unit=False)}")
         if view.time_in_target_pct is not None:
-            band += f" · in band {view.time_in_target_pct:.0f}%"
+            band += f" · {view.time_in_target_pct:.0f}%"
         self.band_label.setText(band)
         self._show_times(view)
         if view.severity != self._severity or flashing != self._flashing:
@@ -143,8 +150,7 @@ class CupTile(QtWidgets.QFrame):
         rem = view.dwell_remaining_s
         if rem is not None:
             limit = view.applied_s + rem
-            text += (f" · release in {clock(rem)}" if rem >= 0
-                     else f" · {clock(-rem)} over the limit")
+            text += f" / {clock(limit)}" + (" – over!" if rem < 0 else "")
             frac = view.applied_s / limit if limit > 0 else 1.0
             self.dwell_bar.setValue(int(1000 * min(1.0, max(0.0, frac))))
         self.time_label.setText(text)
@@ -179,7 +185,7 @@ class CupTile(QtWidgets.QFrame):
             f"QLabel#tileValue {{ color: {body_fg}; font-size: 26pt; font-weight: bold; "
             "background: transparent; }"
             'QLabel#tileValue[live="false"] { font-size: 17pt; }'
-            f"QLabel#tileUnit, QLabel#tileSmall {{ color: {body_fg}; font-size: 9pt; "
+            f"QLabel#tileUnit, QLabel#tileSmall {{ color: {body_fg}; font-size: 8pt; "
             "background: transparent; }"
             "QProgressBar { background: #455a64; border: none; }"
             "QProgressBar::chunk { background: #b0bec5; }"

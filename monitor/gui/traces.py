@@ -154,6 +154,16 @@ class TracePanel(QtWidgets.QWidget):
         """One curve per cup (index 0 = cup 1)."""
         return list(self._curves)
 
+    def add_control(self, widget: QtWidgets.QWidget) -> None:
+        """Put ``widget`` at the end of the trace controls row."""
+        self._controls.addWidget(widget)
+
+    def set_buffer(self, buffer: DisplayBuffer) -> None:
+        """Draw from another buffer (a new connection); goes live."""
+        self.buffer = buffer
+        self._rebuild(0)
+        self.go_live()
+
     def set_fps(self, fps: float) -> None:
         """Redraw rate, Hz (at most 60)."""
         fps = float(np.clip(fps, 1.0, MAX_FPS))
@@ -270,7 +280,10 @@ class TracePanel(QtWidgets.QWidget):
             vb.disableAutoRange()  # ranges are set per frame; no bounds scans
             vb.sigRangeChangedManually.connect(self._on_manual_range)
             p.showGrid(x=True, y=True, alpha=0.15)
-            label = f"Cup {i + 1}" if self._mode == "rows" else f"Suction ({self._unit})"
+            if self._mode == "overlay":
+                label = f"Suction ({self._unit})"
+            else:  # rows get thin with many cups: a bare number stays legible
+                label = f"Cup {i + 1}" if cups <= 8 else f"{i + 1}"
             p.setLabel("left", label)
             p.getAxis("left").setWidth(52)
             if i < n_plots - 1:

@@ -1,0 +1,149 @@
+"""Start the GUI from the ``cupmon`` command line, or render a screenshot.
+
+``run_gui(args)`` takes the namespace of ``monitor.cli.build_parser()``.
+``render_screenshot(url, path, after_s)`` opens the window offscreen-capable
+at 1366x768, lets ``after_s`` seconds of live data arrive, and saves a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from PySide6 import QtCore, QtWidgets
+
+from firmware_bridge.protocol import DEFAULT_BAUD
+from firmware_bridge.source import Source
+from monitor.config import MonitorConfig, load_config
+
+from .main_window import MainWindow, SourceFactory
+
+log = logging.getLogger(__name__)
+
+SCREEN_SIZE = (1366, 768)  # the smallest screen the window is laid out for
+
+
+def ensure_app() -> QtWidgets.QApplication:
+    """The QApplication (created once, named so QSettings find their file)."""
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        QtCore.QCoreApplication.setOrganizationName("cupmon")
+        QtCore.QCoreApplication.setApplicationName("cupmon")
+        app = QtWidgets.QApplication(sys.argv[:1])
+    return app  # type: ignore[return-value]
+
+
+def build_config(args: argparse.Namespace) -> MonitorConfig:
+    """Checking configuration from --config, --band, --set and --unit."""
+    overrides = list(getattr(args, "set", None) or [])
+    band = getattr(args, "band", None)
+    if band:
+        try:
+            low, high = (float(x) for x in str(band).split(","))
+        except ValueError:
+            raise ValueError(f"--band {band!r}: expected LOW,HIGH in kPa, e.g. 20,25") from None
+        overrides = [f"band_low_kpa={low}", f"band_high_kpa={high}", *overrides]
+    unit = getattr(args, "unit", None)
+    if unit:
+        overrides.append(f"unit={unit}")
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def _spec(args: argparse.Namespace):
+    from monitor.sources import SourceSpec
+
+    params = []
+    for item in getattr(args, "sim_param", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--sim-param {item!r}: expected KEY=VALUE")
+        params.append((key.strip(), value.strip()))
+    sim = getattr(args, "sim", None)
+    port = getattr(args, "port", None)
+    replay = getattr(args, "replay", None)
+    if not (sim or port or replay):
+        sim = "normal"
+    return SourceSpec(port=port, sim=sim, replay=replay, cups=getattr(args, "cups", 4),
+                      rate_hz=getattr(args, "rate", 100), seed=getattr(args, "seed", 0),
+                      speed=getattr(args, "speed", None),
+                      baud=getattr(args, "baud", None) or DEFAULT_BAUD,
+                      db=getattr(args, "db", None), sim_params=tuple(params))
+
+
+def _wait(seconds: float) -> None:
+    """Run the event loop for ``seconds`` (timers, redraws and data go on)."""
+    loop = QtCore.QEventLoop()
+    QtCore.QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def render_screenshot(url: str | None, path: str | Path, after_s: float = 5.0, *,
+                      source: Source | None = None, config: MonitorConfig | None = None,
+                      source_factory: SourceFactory | None = None,
+                      size: tuple[int, int] = SCREEN_SIZE) -> Path:
+    """Open the window at ``size`` on ``url`` (or a ready ``source``), let
+    ``after_s`` seconds of live data arrive, save a PNG at ``path``.
+
+    The PNG is written even when the source cannot be opened (it shows the
+    message the user would see); the error is raised afterwards.
+    """
+    ensure_app()
+    win = MainWindow(config, persist=False, source_factory=source_factory, audio=False,
+                     settings=QtCore.QSettings(QtCore.QSettings.Format.IniFormat,
+                                               QtCore.QSettings.Scope.UserScope,
+                                               "cupmon", "cupmon-screenshot"))
+    win.resize(*size)
+    win.show()
+    try:
+        if source is not None:
+            ok = win.attach_source(source, url or "replay")
+        else:
+            assert url is not None, "give a url or a source"
+            win.connection.choose_url(url)
+            ok = win.connect_url(url)
+        _wait(after_s if ok else 0.2)
+        win.tick()
+        win.traces.redraw(force=True)
+        QtWidgets.QApplication.processEvents()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not win.grab().save(str(out), "PNG"):
+            raise OSError(f"cannot write the screenshot {out}")
+        if not ok and win.last_exception is not None:
+            raise win.last_exception
+        return out
+    finally:
+        win.close()
+        win.deleteLater()
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """The ``cupmon`` GUI: open the source the arguments name and run until
+    the window closes. Returns the process exit code."""
+    config = build_config(args)
+    spec = _spec(args)
+    app = ensure_app()
+    from monitor.sources import open_source, sim_url
+
+    label = sim_url(spec) if spec.sim else (spec.port or spec.describe())
+    screenshot = getattr(args, "screenshot", None)
+    if screenshot:
+        src = open_source(spec) if spec.replay is not None else None
+        out = render_screenshot(label, screenshot, float(getattr(args, "after", 5.0)),
+                                source=src, config=config)
+        print(f"cupmon: screenshot saved to {out}", file=sys.stderr)
+        return 0
+    win = MainWindow(config)
+    if not win.settings.contains("window/geometry"):
+        win.resize(*SCREEN_SIZE)
+    win.show()
+    win.connection.choose_url(label)
+    try:
+        source = open_source(spec)
+    except Exception as exc:  # shown in the window; the user can pick another source
+        win.show_failure(label, exc)
+    else:
+        win.attach_source(source, label)
+    return int(app.exec())
