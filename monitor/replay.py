@@ -109,6 +109,8 @@ class _ReplaySource(Source):
         self._stop_evt.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        else:
+            self.done.set()  # never started: nothing will be published
         self.notifier.stop()
 
     def wait_done(self, timeout: float | None = None) -> bool:

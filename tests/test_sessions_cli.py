@@ -154,3 +154,16 @@ def test_cupmon_sessions_runs_from_the_command_line(db):
                            "--db", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "SN-9" in proc.stdout
+
+
+def test_add_subparser_plugs_into_a_parent_cli(db, capsys):
+    import argparse
+
+    from monitor.sessions_cli import add_subparser, run
+
+    parent = argparse.ArgumentParser(prog="cupmon")
+    add_subparser(parent.add_subparsers(dest="command"))
+    args = parent.parse_args(["sessions", "--db", str(db[0]), "show", str(db[1])])
+    assert args.command == "sessions" and run(args) == 0
+    assert "SN-9" in capsys.readouterr().out
+    assert run(parent.parse_args(["sessions", "--db", str(db[0])])) == 2
