@@ -35,7 +35,7 @@ def last_index(mask: np.ndarray) -> np.ndarray:
 
 def take_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``values[rows[i, j], j]`` (rows < 0 read row 0; mask them out yourself)."""
-    return np.take_along_axis(values, np.maximum(rows, 0), axis=0)
+    return values[np.maximum(rows, 0), np.arange(values.shape[1])]
 
 
 def latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
@@ -85,6 +85,10 @@ class OnDelay:
     def step(self, t: np.ndarray, set_: np.ndarray, clear: np.ndarray, delay: np.ndarray,
              immediate: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return (alarm (n, cups) bool, alarm of the previous row for row 0 (cups,))."""
+        before = self.alarm
+        if not self.state.any() and not set_.any():
+            # Quiet fast path (the usual case): nothing latched, nothing sets it.
+            return np.zeros(set_.shape, bool), before
         state = latch(set_, clear, self.state)
         start, rs = run_start(state, t, self.state, self.start)
         with np.errstate(invalid="ignore"):
@@ -96,7 +100,6 @@ class OnDelay:
             seen = state & np.where(carried, (li >= 0) | self.seen[None, :], li >= rs)
             on |= seen
         alarm = state & on
-        before = self.alarm
         self.state = state[-1].copy()
         self.start = np.where(self.state, start[-1], np.nan)
         self.alarm = alarm[-1].copy()
@@ -197,11 +200,15 @@ class Lagged:
         """``value`` (n, cups) int64, ``lag`` (cups,) s -> (n, cups) lagged values."""
         et = np.concatenate([self.t, t])
         ev = np.concatenate([self.v, value])
-        out = np.full(value.shape, SENTINEL, np.int64)
-        for lg in np.unique(lag):  # usually one lag for every cup
-            cols = np.flatnonzero(lag == lg)
-            j = np.searchsorted(et, t - lg, side="right") - 1
-            out[:, cols] = np.where((j >= 0)[:, None], ev[np.maximum(j, 0)][:, cols], SENTINEL)
+        if (lag == lag[0]).all():  # the usual case: one lag for every cup
+            j = np.searchsorted(et, t - lag[0], side="right") - 1
+            out = np.where((j >= 0)[:, None], ev[np.maximum(j, 0)], SENTINEL)
+        else:
+            out = np.full(value.shape, SENTINEL, np.int64)
+            for lg in np.unique(lag):
+                cols = np.flatnonzero(lag == lg)
+                j = np.searchsorted(et, t - lg, side="right") - 1
+                out[:, cols] = np.where((j >= 0)[:, None], ev[np.maximum(j, 0)][:, cols], SENTINEL)
         keep = max(0, int(np.searchsorted(et, t[-1] - lag.max(), side="right")) - 1)
         self.t, self.v = et[keep:], ev[keep:]
         return out
