@@ -9,6 +9,7 @@ rules with examples.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ TEXT_LINE_LIMIT = 4096
 #: Whole sample lines needed (and no valid frame seen) before deciding "text".
 TEXT_DETECT_LINES = 2
 
+_NOT_ASCII = re.compile(rb"[\x80-\xff]")
 _SAMPLE_HEAD = int.from_bytes(SYNC + bytes((VERSION, MsgType.SAMPLE)), "little")
 _LEN_N_MASK = np.uint64(0xFF000000000000FF)
 _HALF_WRAP = TIME_WRAP_US // 2
@@ -167,9 +169,13 @@ class Decoder:
         if scan.starts.size or scan.foreign:
             self.mode = "binary"
             return scan
-        lines = buf.split(b"\n")[1:-1]  # the first may be partial, the last is
+        # Not text while a frame may still be arriving (the scan kept its start),
+        # and only lines after the last non-ASCII byte count: every frame has one.
+        last_binary = _NOT_ASCII.search(buf[::-1])
+        tail = buf if last_binary is None else buf[len(buf) - last_binary.start():]
+        lines = tail.split(b"\n")[1:-1]  # the first may be partial, the last is
         sample_lines = [ln for ln in lines if ln.strip(b"\r\t ,")]
-        if len(sample_lines) >= TEXT_DETECT_LINES:
+        if len(sample_lines) >= TEXT_DETECT_LINES and scan.stop == len(buf):
             probe = TextLayout()
             recent = sample_lines[-TEXT_DETECT_LINES:]
             if all(probe.parse(ln.rstrip(b"\r")) is not None for ln in recent):
@@ -238,6 +244,8 @@ class Decoder:
             return False
         size = length + HEADER_SIZE + CRC_SIZE
         k = len(buf) // size
+        if not k:
+            return False
         tail = buf[k * size:]
         # The tail must be what the scan would keep: nothing, a lone A5, or the
         # start of a frame that is still incomplete.

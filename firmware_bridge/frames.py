@@ -204,6 +204,8 @@ def encode_samples(time_us: np.ndarray, suction_kpa: np.ndarray, status: np.ndar
     if t.shape[0] != n or st.shape != suction.shape:
         raise ValueError(f"time_us {t.shape} and status {st.shape} do not match suction "
                          f"{suction.shape}")
+    if n == 0:
+        return b"", seq0 % SEQ_WRAP
     length = sample_length(cups)
     rec = np.zeros(n, dtype=sample_dtype(cups))
     rec["sync"] = int.from_bytes(SYNC, "little")
