@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,14 +190,19 @@ class Recorder(Listener):
                 return
         self._write_late(lambda s, sid: s.add_events(sid, [d]))
 
-    def set_summary(self, cup_or_summaries: int | dict, summary: dict | None = None) -> None:
-        """Store per-cup summaries: ``set_summary(cup, dict)`` or
-        ``set_summary({cup: dict, ...})`` (cup 0 = whole session). Thread-safe;
-        also works after the recorder has stopped (written directly)."""
-        if summary is None:
-            items = [(int(c), dict(s)) for c, s in dict(cup_or_summaries).items()]
-        else:
-            items = [(int(cup_or_summaries), dict(summary))]  # type: ignore[arg-type]
+    def set_summary(self, cup_or_summary: int | Mapping[Any, Any],
+                    summary: Mapping[str, Any] | None = None) -> None:
+        """Store summaries, as given, in three forms:
+
+        * ``set_summary(cup, dict)``: one cup (0 = the whole session);
+        * ``set_summary({cup: dict, ...})``: several, keyed by cup number;
+        * ``set_summary(session_dict)``: a whole-session summary such as
+          ``MonitorPipeline.stats_summary()``; stored as cup 0, and each entry
+          of its ``"cups"`` list that names its ``"cup"`` also under that cup.
+
+        Thread-safe; also works after the recorder has stopped (written directly).
+        """
+        items = summary_items(cup_or_summary, summary)
         with self._cond:
             if not self._finished.is_set() and not self._closing:
                 for it in items:
@@ -391,3 +397,23 @@ def _rate_of(rows: list[list[SampleBlock]]) -> float | None:
             if dt > 0:
                 return round(1.0 / dt, 3)
     return None
+
+
+def summary_items(cup_or_summary: int | Mapping[Any, Any],
+                  summary: Mapping[str, Any] | None = None) -> list[tuple[int, dict]]:
+    """(cup, summary dict) pairs for :meth:`Recorder.set_summary`'s three forms."""
+    if summary is not None:
+        return [(int(cup_or_summary), dict(summary))]  # type: ignore[arg-type]
+    if not isinstance(cup_or_summary, Mapping):
+        raise TypeError("set_summary takes (cup, dict), {cup: dict} or a session summary dict")
+    keys = list(cup_or_summary)
+    if keys and all(isinstance(k, int) or (isinstance(k, str) and k.isdigit()) for k in keys):
+        return [(int(c), dict(v)) for c, v in cup_or_summary.items()]
+    whole = dict(cup_or_summary)
+    items = []
+    per_cup = whole.get("cups")
+    if isinstance(per_cup, list) and per_cup and all(
+            isinstance(c, Mapping) and isinstance(c.get("cup"), int) for c in per_cup):
+        whole.pop("cups")
+        items = [(int(c["cup"]), dict(c)) for c in per_cup]
+    return [(0, whole), *items]

@@ -139,10 +139,14 @@ def test_events_and_summaries_after_stop_are_still_written(tmp_path):
     sid = rec.start_session()
     rec.stop()
     rec.record_event({"t": 1.0, "event": "raised", "condition": "detached"})
-    rec.set_summary(2, {"max_kpa": 24.0})
+    rec.set_summary(5, {"max_kpa": 24.0})
+    # The shape of MonitorPipeline.stats_summary(): whole session + a list per cup.
+    rec.set_summary({"duration_s": 12.5, "cups": [{"cup": 1, "mean_kpa": 22.4},
+                                                  {"cup": 2, "mean_kpa": 21.9}]})
     with Store(path) as s:
         assert [e["condition"] for e in s.events(sid)] == ["detached"]
-        assert s.summaries(sid) == {2: {"max_kpa": 24.0}}
+        assert s.summaries(sid) == {0: {"duration_s": 12.5}, 1: {"cup": 1, "mean_kpa": 22.4},
+                                    2: {"cup": 2, "mean_kpa": 21.9}, 5: {"max_kpa": 24.0}}
 
 
 def test_an_unusable_database_fails_start_in_one_line_and_later_data_is_dropped(tmp_path):
