@@ -232,3 +232,39 @@ def test_thread_safe_under_a_notifier():
     assert kinds[0] == ("raised", C.OVER_SUCTION)
     assert ("cleared", C.OVER_SUCTION) in kinds
     assert seen == pipe.events()   # sinks saw exactly the history, in order
+
+
+def _one_sample_blocks(pipe, clock, t, s, st):
+    for i in range(len(t)):
+        clock.now = 1000.0 + float(t[i])   # frames arrive at device pace
+        pipe.on_block(block(t[i:i + 1], s[i:i + 1], st[i:i + 1], host_time=clock.now))
+
+
+def test_batching_small_blocks_changes_nothing_but_cost():
+    t, s, st = steady(8.0, cups=2)
+    s[(t >= 2.0) & (t < 5.0), 1] += 5.0
+    s[(t >= 3.0) & (t < 4.0), 0] = np.nan
+    results = []
+    for batch in (0.0, 0.02, 0.5):
+        pipe, clock, seen = make(batch_s=batch)
+        _one_sample_blocks(pipe, clock, t, s, st)
+        pipe.stop()
+        results.append([(e.t, e.cup, e.event, e.condition, e.suction_kpa) for e in seen])
+    assert results[0] == results[1] == results[2]
+    assert {(e[1], e[2], e[3]) for e in results[0]} >= {
+        (2, "raised", C.OVER_SUCTION), (2, "cleared", C.OVER_SUCTION),
+        (1, "raised", C.SENSOR_FAULT), (1, "cleared", C.SENSOR_FAULT)}
+
+
+def test_pending_samples_are_checked_on_idle_and_before_messages():
+    pipe, clock, seen = make(batch_s=10.0)
+    t, s, st = steady(3.0)
+    s[t >= 1.0, 0] += 5.0
+    pipe.on_block(block(t[:1], s[:1], st[:1], host_time=clock.now))   # first: checked at once
+    pipe.on_block(block(t[1:], s[1:], st[1:], host_time=clock.now))   # waits for the batch
+    assert seen == [] and pipe.snapshot().t == 0.0
+    pipe.on_idle(clock.now + 0.05)
+    assert [e.condition for e in seen] == [C.OVER_SUCTION] and pipe.snapshot().t == pytest.approx(2.99)
+    pipe.on_block(block(t[-1:] + 0.01, s[-1:], st[-1:], host_time=clock.now))
+    pipe.on_message(LinkEvent(LinkState.LOST, host_time=clock.now))
+    assert [e.t for e in seen if e.condition == C.SIGNAL_LOSS] == [pytest.approx(3.0)]
