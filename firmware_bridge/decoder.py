@@ -26,7 +26,7 @@ from .frames import (
     raw_to_kpa,
     sample_dtype,
 )
-from .framescan import Scan, scan_frames
+from .framescan import Scan, scan_frames, windows
 from .messages import Ack, DeviceEvent, DeviceInfo, LinkStats, Nack, SampleBlock
 from .protocol import (
     CRC_SIZE,
@@ -59,6 +59,8 @@ VERSION_MISMATCH_FRAMES = 3
 AUTO_BUFFER_LIMIT = 1 << 16
 #: A text line longer than this (bytes) is garbage; it is dropped.
 TEXT_LINE_LIMIT = 4096
+#: Chunks are decoded in slices of at most this many bytes.
+FEED_SLICE = 1 << 16
 #: Whole sample lines needed (and no valid frame seen) before deciding "text".
 TEXT_DETECT_LINES = 2
 
@@ -144,9 +146,17 @@ class Decoder:
         (s, default now). Never raises."""
         host = time.monotonic() if host_time is None else float(host_time)
         res = DecodeResult()
+        data = bytes(data)
+        # Big chunks go in slices: the result is the same (decisions never depend
+        # on where a chunk ends) and the scratch arrays stay small whatever the input.
+        for i in range(0, len(data), FEED_SLICE):
+            self._feed_slice(data[i:i + FEED_SLICE], host, res)
+        return res
+
+    def _feed_slice(self, data: bytes, host: float, res: DecodeResult) -> None:
         try:
             self.stats.bytes_in += len(data)
-            self._buf += bytes(data)
+            self._buf += data
             scan = None
             if self.mode == "auto":
                 scan = self._detect()
@@ -160,7 +170,6 @@ class Decoder:
             self.stats.bytes_discarded += len(self._buf)
             self._buf = b""
             self._pending_gap = True
-        return res
 
     # --- detection ----------------------------------------------------------
     def _detect(self) -> Scan | None:
@@ -206,7 +215,7 @@ class Decoder:
         if not m:
             return
         st.frames_ok += m
-        hdr = arr[starts[:, None] + np.arange(HEADER_SIZE)].view(_HEADER_DTYPE)[:, 0]
+        hdr = windows(arr, HEADER_SIZE)[starts].view(_HEADER_DTYPE)[:, 0]
         types = hdr["type"]
         lengths = scan.lengths
         dev = types < 0x10
@@ -224,7 +233,7 @@ class Decoder:
             abs_us = self._timeline(hdr["seq"][dev], hdr["time_us"][dev], good_sample[dev],
                                     bad_sample[dev], ncups[dev], host, res, starts[dev],
                                     lengths[dev], scan)
-        for i in np.flatnonzero(~is_sample).tolist():
+        for i in np.nonzero(~is_sample)[0].tolist():
             self._message(int(types[i]), int(hdr["seq"][i]), buf, int(starts[i]),
                           int(lengths[i]), abs_us[dev_idx[i]] if dev[i] else 0, host, res)
 
@@ -354,12 +363,12 @@ class Decoder:
             regular[0] = False
         gap = bad_sample.copy()  # a sample we could not read is a hole in the data
         lost = np.zeros(seq.size, dtype=np.int64)
-        for i in np.flatnonzero(~regular).tolist():
+        for i in np.nonzero(~regular)[0].tolist():
             step[i], lost[i], gap[i] = self._irregular(
                 int(dq[i]), int(step[i]), h_us if i == 0 else 0, self._after_reset and i == 0)
         self._after_reset = False
 
-        sp = np.flatnonzero(sample)
+        sp = np.nonzero(sample)[0]
         abs_us = self._abs + np.cumsum(step)
         if sp.size:
             # Sample times must increase strictly. Bumping sample j shifts all later
@@ -386,9 +395,12 @@ class Decoder:
             self._pending_lost += int(cl[-1])
             return abs_us
         g_at = cg[sp]
-        gap_s = np.diff(g_at, prepend=0) > 0
+        gap_s = g_at.copy()
+        gap_s[1:] -= g_at[:-1]
+        gap_s = gap_s > 0
         l_at = cl[sp]
-        lost_s = np.diff(l_at, prepend=0)
+        lost_s = l_at.copy()
+        lost_s[1:] -= l_at[:-1]
         gap_s[0] |= self._pending_gap
         lost_s[0] += self._pending_lost
         self._pending_gap = bool(cg[-1] > g_at[-1])
@@ -424,8 +436,9 @@ class Decoder:
         # Decode each cup count's frames at once from the rows the scan gathered.
         decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         rank = np.zeros(cups.size, dtype=np.int64)
-        for c in np.unique(cups).tolist():
-            sel = np.flatnonzero(cups == c)
+        distinct = set(cups.tolist())
+        for c in distinct:
+            sel = np.nonzero(cups == c)[0] if len(distinct) > 1 else np.arange(cups.size)
             rank[sel] = np.arange(sel.size)
             gstarts, rows = scan.rows[1 + 3 * c]
             if gstarts.size != sel.size:
@@ -433,7 +446,7 @@ class Decoder:
             rec = rows.view(sample_dtype(c))[:, 0]
             decoded[c] = (raw_to_kpa(rec["suction"]), rec["status"].copy())
         self.stats.samples += int(cups.size)
-        bounds = np.append(np.flatnonzero(new_block), cups.size).tolist()
+        bounds = np.append(np.nonzero(new_block)[0], cups.size).tolist()
         for a, b in zip(bounds[:-1], bounds[1:], strict=False):
             suction, status = decoded[int(cups[a])]
             r = int(rank[a])

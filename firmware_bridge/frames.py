@@ -116,16 +116,24 @@ def _crc_position_table(m: int) -> tuple[np.ndarray, int]:
     return tab.reshape(-1), crc16_ccitt_false(bytes(m))
 
 
+_CRC_BATCH_BYTES = 1 << 20  # rows per pass * m: bounds the index scratch (8 B each)
+
+
 def crc16_rows(rows: np.ndarray) -> np.ndarray:
     """CRC-16/CCITT-FALSE of every row of a (k, m) uint8 array -> (k,) uint16."""
     k, m = rows.shape
     if m == 0:
         return np.full(k, 0xFFFF, dtype=np.uint16)
     table, zero_crc = _crc_position_table(m)
-    idx = rows.astype(np.intp)
-    idx += np.arange(0, m * 256, 256, dtype=np.intp)
-    contrib = table[idx]
-    return np.bitwise_xor.reduce(contrib, axis=1) ^ np.uint16(zero_crc)
+    offsets = np.arange(0, m * 256, 256, dtype=np.intp)
+    out = np.empty(k, dtype=np.uint16)
+    step = max(1, _CRC_BATCH_BYTES // m)
+    for a in range(0, k, step):
+        idx = rows[a:a + step].astype(np.intp)
+        idx += offsets
+        out[a:a + step] = np.bitwise_xor.reduce(table[idx], axis=1)
+    out ^= np.uint16(zero_crc)
+    return out
 
 
 # --- frames --------------------------------------------------------------------

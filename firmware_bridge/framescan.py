@@ -22,6 +22,16 @@ _INCOMPLETE, _GOOD, _FOREIGN, _CRC_ERROR, _NOISE = 0, 1, 2, 3, 4
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
+def _nonzero(mask: np.ndarray) -> np.ndarray:
+    return np.nonzero(mask)[0]
+
+
+def windows(arr: np.ndarray, size: int) -> np.ndarray:
+    """(n - size + 1, size) read-only view: row i is ``arr[i:i + size]``. Indexing
+    its rows gathers whole frames without building an index array."""
+    return np.ndarray((max(0, arr.size - size + 1), size), np.uint8, arr, 0, (1, 1))
+
+
 @dataclass
 class Scan:
     """Frames found in a buffer.
@@ -52,13 +62,13 @@ def scan_frames(arr: np.ndarray) -> Scan:
     if n < 2:
         stop = 0 if n == 1 and arr[0] == 0xA5 else n
         return Scan(stop=stop, discarded=stop)
-    cand = np.flatnonzero((arr[:-1] == 0xA5) & (arr[1:] == 0x5A)).astype(np.int64)
+    cand = _nonzero((arr[:-1] == 0xA5) & (arr[1:] == 0x5A)).astype(np.int64)
     status = np.full(cand.size, _INCOMPLETE, dtype=np.int8)
     ends = np.zeros(cand.size, dtype=np.int64)
     rows_by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # Candidates whose header is here: their length byte tells where they end.
-    has_len = np.flatnonzero(cand + 5 <= n)
+    has_len = _nonzero(cand + 5 <= n)
     c = cand[has_len]
     ends[has_len] = c + _OVERHEAD + arr[c + 4]
     full = has_len[ends[has_len] <= n]
@@ -66,10 +76,11 @@ def scan_frames(arr: np.ndarray) -> Scan:
         c = cand[full]
         lengths = ends[full] - c - _OVERHEAD
         ok = np.zeros(full.size, dtype=bool)
-        for length in np.unique(lengths).tolist():
-            sel = np.flatnonzero(lengths == length)
+        distinct = set(lengths.tolist())
+        for length in sorted(distinct):
+            sel = np.nonzero(lengths == length)[0] if len(distinct) > 1 else slice(None)
             starts = c[sel]
-            rows = arr[starts[:, None] + np.arange(length + _OVERHEAD)]
+            rows = windows(arr, length + _OVERHEAD)[starts]
             crc = crc16_rows(rows[:, 2:HEADER_SIZE + length])
             stored = rows[:, -2].astype(np.uint16) | (rows[:, -1].astype(np.uint16) << 8)
             ok[sel] = crc == stored
@@ -78,12 +89,12 @@ def scan_frames(arr: np.ndarray) -> Scan:
         status[full] = np.where(ok, np.where(v1, _GOOD, _FOREIGN),
                                 np.where(v1, _CRC_ERROR, _NOISE))
 
-    good = np.flatnonzero(status == _GOOD)
+    good = _nonzero(status == _GOOD)
     gstarts = cand[good]
     gends = ends[good]
     # A run of good frames ends where the next good frame does not start
     # exactly at the end of this one.
-    breaks = np.flatnonzero(gends[:-1] != gstarts[1:])
+    breaks = _nonzero(gends[:-1] != gstarts[1:])
 
     runs: list[tuple[int, int]] = []
     foreign: list[tuple[int, int]] = []
