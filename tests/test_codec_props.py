@@ -214,3 +214,19 @@ def test_chunk_boundaries_do_not_change_the_result(stream, garbage, flips, cuts)
     outputs = [feed_chunks(data, c) for c in ([], cuts, aligned, list(range(len(data))))]
     assert all(normalised(out) == normalised(outputs[0][0]) for out, _ in outputs)
     assert all(stats_tuple(d) == stats_tuple(outputs[0][1]) for _, d in outputs)
+
+
+def test_every_single_byte_corruption_of_a_frame_is_rejected():
+    """Exhaustive for one small SAMPLE frame: all 17 positions x 255 errors."""
+    first, _ = encode_samples(np.array([5000]), np.array([[22.5]]), np.array([[9]], np.uint8), 7)
+    second = encode_event(4, 1, 0, 8, 6000)
+    for pos in range(len(first)):
+        for x in range(1, 256):
+            bad = bytearray(first)
+            bad[pos] ^= x
+            d = Decoder("binary")
+            res = d.feed(bytes(bad) + second + bytes(300), 0.0)
+            assert not res.blocks, (pos, x)
+            assert [(m.code, m.t) for m in res.messages] == [(4, 0.006)], (pos, x)
+            assert d.stats.frames_ok == 1
+            assert d.stats.bytes_discarded == len(first) + 300, (pos, x)
