@@ -275,8 +275,17 @@ class MonitorPipeline(Listener):
                     except Exception:  # one bad sink must not stop the others
                         log.exception("alarm event sink %r failed", sink)
 
+    def flush(self) -> None:
+        """Check any blocks still waiting to be coalesced (see ``batch_s``) now."""
+        with self._lock:
+            self._process_pending()
+        self._flush()
+
     def events(self, since: int = 0) -> list[AlarmEvent]:
-        """Alarm events numbered ``since`` and later (0 = oldest kept)."""
+        """Alarm events numbered ``since`` and later (0 = oldest kept); checks any
+        blocks still waiting first, so a replay read right after
+        ``Notifier.join_idle`` is complete."""
+        self.flush()
         with self._lock:
             first = self._count - len(self._history)
             skip = max(0, since - first)
@@ -289,6 +298,7 @@ class MonitorPipeline(Listener):
 
     def stats_summary(self) -> dict:
         """Per-cup therapy statistics (JSON-serialisable), empty before data."""
+        self.flush()
         with self._lock:
             return self._stats.summary() if self._stats is not None else {"duration_s": 0.0, "cups": []}
 

@@ -268,3 +268,13 @@ def test_pending_samples_are_checked_on_idle_and_before_messages():
     pipe.on_block(block(t[-1:] + 0.01, s[-1:], st[-1:], host_time=clock.now))
     pipe.on_message(LinkEvent(LinkState.LOST, host_time=clock.now))
     assert [e.t for e in seen if e.condition == C.SIGNAL_LOSS] == [pytest.approx(3.0)]
+
+
+def test_reading_events_checks_waiting_blocks():
+    pipe, clock, seen = make(batch_s=10.0)
+    t, s, st = steady(3.0)
+    s[t >= 1.0, 0] += 5.0
+    pipe.on_block(block(t[:1], s[:1], st[:1]))
+    pipe.on_block(block(t[1:], s[1:], st[1:]))
+    assert seen == []
+    assert [e.condition for e in pipe.events()] == [C.OVER_SUCTION] == [e.condition for e in seen]
