@@ -231,8 +231,7 @@ class Decoder:
         abs_us = np.zeros(0, dtype=np.int64)
         if dev.any():
             abs_us = self._timeline(hdr["seq"][dev], hdr["time_us"][dev], good_sample[dev],
-                                    bad_sample[dev], ncups[dev], host, res, starts[dev],
-                                    lengths[dev], scan)
+                                    bad_sample[dev], ncups[dev], host, res, starts[dev], scan)
         for i in np.nonzero(~is_sample)[0].tolist():
             self._message(int(types[i]), int(hdr["seq"][i]), buf, int(starts[i]),
                           int(lengths[i]), abs_us[dev_idx[i]] if dev[i] else 0, host, res)
@@ -345,7 +344,7 @@ class Decoder:
 
     def _timeline(self, seq: np.ndarray, raw: np.ndarray, sample: np.ndarray,
                   bad_sample: np.ndarray, ncups: np.ndarray, host: float, res: DecodeResult,
-                  starts: np.ndarray, lengths: np.ndarray, scan: Scan) -> np.ndarray:
+                  starts: np.ndarray, scan: Scan) -> np.ndarray:
         """Unwrap the device clock of the m device frames of this chunk, find gaps
         and emit the sample blocks. Returns (m,) int64 unwrapped µs."""
         seq = seq.astype(np.int64)
