@@ -378,7 +378,8 @@ class Checker:
         self._prev_s = s32[-1].copy()
         self._last_change = last_change[-1].copy()
         self.last_t = float(t[-1])
-        self.last_suction = s[-1].copy()
+        # An invalid reading (no reading, out of range, flagged) is never shown as a value.
+        self.last_suction = np.where(valid[-1], s[-1], np.nan)
         self.last_status = st[-1].copy()
         self.applied = applied[-1].copy()
         self.applied_since = np.where(self.applied, applied_start[-1], np.nan)

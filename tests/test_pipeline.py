@@ -278,3 +278,13 @@ def test_reading_events_checks_waiting_blocks():
     pipe.on_block(block(t[1:], s[1:], st[1:]))
     assert seen == []
     assert [e.condition for e in pipe.events()] == [C.OVER_SUCTION] == [e.condition for e in seen]
+
+
+def test_invalid_reading_is_not_shown_as_a_value():
+    pipe, clock, _ = make()
+    t, s, st = steady(3.0, cups=2)
+    s[-5:, 0] = 150.0        # beyond the sensor's range
+    s[-1, 1] = np.nan        # no reading
+    pipe.on_block(block(t, s, st, host_time=clock.now))
+    a, b = pipe.snapshot().cups
+    assert math.isnan(a.suction_kpa) and math.isnan(b.suction_kpa)
