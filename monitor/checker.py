@@ -150,8 +150,9 @@ class Checker:
                     continue
                 out.extend(self._device_event(msg, c))
         elif isinstance(msg, LinkEvent) and msg.state in (LinkState.LOST, LinkState.ERROR):
-            if not self.signal_lost:
-                t = self.last_t if self.last_t is not None else 0.0
+            # Before any data the link reports "no valid data" itself (docs/link.md).
+            if not self.signal_lost and self.last_t is not None:
+                t = self.last_t
                 h = msg.host_time or host_time
                 if self.last_seen is not None and h:
                     t += min(max(0.0, h - self.last_seen), self.config.signal_loss_s)

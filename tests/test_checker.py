@@ -385,6 +385,7 @@ def test_short_gap_is_not_signal_loss():
 def test_link_lost_raises_at_once():
     t, s, st = steady(2.0)
     ch = Checker(MonitorConfig(), 1)
+    assert ch.on_message(LinkEvent(LinkState.ERROR, host_time=49.0, message="no valid data")) == []
     ch.process(block(t, s, st, host_time=50.0))
     (d,) = ch.on_message(LinkEvent(LinkState.LOST, host_time=50.05, message="unplugged"))
     assert d.active and d.cup is None and d.t == pytest.approx(t[-1] + 0.05)
