@@ -196,7 +196,8 @@ class CommandTracker:
         """Assign the next seq to ``cmd``, send it and return its future.
 
         ``internal`` marks the link's own commands (GET_INFO on connect,
-        keep-alive PING) whose ACKs are not published to listeners."""
+        keep-alive PING) whose ACKs are not published to listeners. Raises
+        ValueError (nothing sent) if ``cmd`` does not fit the wire format."""
         if timeout <= 0 or attempts < 1:
             raise ValueError("command timeout must be > 0 s and attempts >= 1")
         encode = self._encode
@@ -206,10 +207,12 @@ class CommandTracker:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             seq = self._seq
+            cmd = replace(cmd, seq=seq)
+            # Raises ValueError for a command that does not fit the wire format,
+            # before anything changes.
+            frame = encode(cmd, host_time_us(self._clock))
             self._seq = (self._seq + 1) % SEQ_WRAP
             stale = self._pending.pop(seq, None)  # 65536 commands later: give up on it
-            cmd = replace(cmd, seq=seq)
-            frame = encode(cmd, host_time_us(self._clock))
             entry = PendingCommand(cmd, frame, future, timeout, attempts, internal)
             # Registered before the first write: a fast device may answer
             # before write() has returned.

@@ -206,3 +206,13 @@ def test_keepalive_pings_an_idle_binary_device_and_keeps_its_acks_private():
     pings = dev.received(MsgType.PING)
     assert len({p.seq for p in pings}) == len(pings)  # each a new command, not a retry
     assert not any(isinstance(m, AckMsg) for m in c.messages)  # GET_INFO and PING acks stay inside
+
+
+def test_tracker_rejects_an_unencodable_command_without_using_a_seq():
+    sent: list[bytes] = []
+    tr = CommandTracker(sent.append, first_seq=10)
+    with pytest.raises(ValueError):
+        tr.submit(Command(MsgType.SET_RATE, rate_hz=99999))
+    assert sent == [] and tr.pending == 0
+    tr.submit(Command(MsgType.SET_RATE, rate_hz=250))
+    assert int.from_bytes(sent[0][5:7], "little") == 10
