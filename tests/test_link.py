@@ -385,3 +385,19 @@ def test_text_device_is_detected_and_announced_without_info(device):
     assert ev.info is None and "text format" in ev.message
     np.testing.assert_allclose(c.suction()[-1], [21.5, 22.25], atol=1e-4)
     assert not c.events(LinkState.ERROR)
+
+
+def test_custom_pyserial_handler_sim_url_needs_no_special_case():
+    # sim registers sim:// with pyserial; the link only sees a URL.
+    import sim  # noqa: F401  (registers the handler)
+
+    c = Collect()
+    link = _link("sim://normal?cups=2&rate=100", c)
+    with link:
+        assert link.wait_connected(5)
+        assert link.info is not None and link.info.cups == 2
+        ack = link.command(Command(MsgType.SET_BAND, mask=0xFFFF, low_kpa=20.0, high_kpa=25.0))
+        assert ack.cmd == MsgType.SET_BAND
+        assert c.wait(lambda c: c.n_samples >= 20)
+    assert c.blocks[0].cups == 2
+    assert np.all(np.diff(c.times()) > 0)
