@@ -113,8 +113,9 @@ class DisplayBuffer(Listener):
 
     idle_interval = None  # nothing time-based to do without data
 
-    def __init__(self, window_s: float = 600.0) -> None:
+    def __init__(self, window_s: float = 600.0, cache: bool = True) -> None:
         self.window_s = float(window_s)
+        self.use_cache = cache  # off only to check the cache against fresh results
         self._lock = threading.Lock()
         self._cups = 0
         self._rate = 0.0
@@ -126,6 +127,8 @@ class DisplayBuffer(Listener):
         self._version = 0
         self._pending_gap = False
         self._rate_from_info = False
+        self._cache: _ColumnCache | None = None  # finished columns of the last view
+        self._generation = 0  # increments when the rings are reallocated
 
     # ------------------------------------------------------------------ state
     @property
@@ -251,6 +254,7 @@ class DisplayBuffer(Listener):
     def _reallocate(self, cups: int, cap: int) -> None:
         """New rings; keeps the newest samples when the cup count is unchanged. Lock held."""
         old, old_cap = self._levels, self._cap
+        self._generation += 1
         keep_from = max(self._first, self._w - cap) if (old and cups == self._cups) else self._w
         self._cups, self._cap = cups, cap
         self._levels = [_Level(cups, cap // CHUNK**lv, raw=lv == 0) for lv in range(LEVELS + 1)]
@@ -343,44 +347,55 @@ class DisplayBuffer(Listener):
         ``columns`` pixel columns.
 
         Returns ``t`` (m,) s, ``lo`` (m, cups) and ``hi`` (m, cups) kPa, with
-        m <= 2 * (columns + 1). Columns are bins of width
+        m <= 2 * (columns + 2). Columns are whole bins of width
         ``dt = (t_end - t_start) / columns`` on the grid ``k * dt`` (aligned
-        to absolute time so the envelope does not shimmer while it scrolls);
-        ``t`` is the bin centre, empty bins are left out. When there are
-        fewer than two samples per column the raw samples come back
-        (``lo == hi``). A NaN row separates the two sides of every gap; a
+        to absolute time, so the envelope does not shimmer while it scrolls);
+        the first and last bin may reach up to one column beyond the window.
+        ``t`` is the bin centre; empty bins are left out. When there are
+        fewer than two samples per column the raw samples of those bins come
+        back (``lo == hi``). A NaN row separates the two sides of every gap; a
         column holding both sides of a gap is fenced off on both sides.
+
+        Completed columns are cached, so a live window that moves by a few
+        columns per frame costs only its newest columns.
         """
         columns = max(1, int(columns))
         for _attempt in range(2):
             with self._lock:
                 if self._w <= self._first or not t_end > t_start:
                     return _empty(self._cups)
-                state = (self._levels, self._cap, self._first, self._w, self._rate, self._epoch)
-            out, used = self._compute(state, t_start, t_end, columns)
+                state = (self._levels, self._cap, self._first, self._w, self._rate,
+                         (self._epoch, self._generation))
+            out, used, cache = self._compute(state, t_start, t_end, columns,
+                                             self._cache if self.use_cache else None)
             with self._lock:
                 levels, cap, first, w, _, epoch = state
-                if levels is not self._levels or epoch != self._epoch:
+                if levels is not self._levels or epoch != (self._epoch, self._generation):
                     return out  # old arrays are intact (not reused): still a true picture
                 scale = CHUNK**used[0]
                 if -(-self._w // scale) - cap // scale <= used[1]:
-                    return out  # nothing we read has been overwritten
+                    self._cache = cache  # nothing read was overwritten: keep its columns
+                    return out
         # The writer lapped us twice (a window at the very edge of a full ring):
         # do it under the lock, which is rare and still short.
         with self._lock:
-            state = (self._levels, self._cap, self._first, self._w, self._rate, self._epoch)
-            return self._compute(state, t_start, t_end, columns)[0]
+            state = (self._levels, self._cap, self._first, self._w, self._rate,
+                     (self._epoch, self._generation))
+            self._cache = None
+            return self._compute(state, t_start, t_end, columns, None)[0]
 
     def level(self, t_start: float, t_end: float, columns: int) -> int:
         """Pyramid level :meth:`view` reads for this window (0 = raw samples,
         L = chunks of ``CHUNK**L`` samples)."""
         return _choose_level((t_end - t_start) / max(1, int(columns)) * self._rate)
 
-    def _compute(self, state: tuple, t_start: float, t_end: float, columns: int
-                 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
-        levels, cap, first, w, rate, _ = state
+    def _compute(self, state: tuple, t_start: float, t_end: float, columns: int,
+                 cache: _ColumnCache | None):
+        """(view result, (level, first element read), cache to keep)."""
+        levels, cap, first, w, rate, epoch = state
         cups = levels[0].lo.shape[0]
         dt = (t_end - t_start) / columns
+        k_a, k_b = math.floor(t_start / dt), math.floor(t_end / dt)
         lv = _choose_level(dt * rate)
         while True:
             L = levels[lv]
@@ -388,36 +403,109 @@ class DisplayBuffer(Listener):
             a = -(-first // scale)
             b = -(-w // scale)
             if b <= a:
-                return _empty(cups), (lv, a)
-            ia = _ring_search(L.t, a, b, L.size, t_start)
-            ib = _ring_search(L.t, a, b, L.size, np.nextafter(t_end, np.inf))
+                return _empty(cups), (lv, a), cache
+            ia = _ring_search(L.t, a, b, L.size, k_a * dt)
+            ib = _ring_search(L.t, a, b, L.size, (k_b + 1) * dt)
             if ib <= ia:
-                return _empty(cups), (lv, ia)
-            inner = _ring_slice(L.inner, ia, ib, L.size)
+                return _empty(cups), (lv, ia), cache
             # Level-1 chunks never straddle a gap (see _pad_to_chunk); a higher
             # chunk may. Rather than draw its extremes at the wrong time, read
             # the level below for this window.
-            if lv <= 1 or not inner.any():
+            if lv <= 1 or not _ring_slice(L.inner, ia, ib, L.size).any():
                 break
             lv -= 1
-        ts = np.asarray(_ring_slice(L.t, ia, ib, L.size))
-        lo = _ring_slice(L.lo, ia, ib, L.size)
-        hi = lo if lv == 0 else _ring_slice(L.hi, ia, ib, L.size)
-        gap = np.array(_ring_slice(L.gap, ia, ib, L.size))
-        gap[0] = False  # a gap before the window's first point breaks nothing visible
-        m = ts.shape[0]
-        if lv == 0 and m <= 2 * columns:
-            t_out, lo_out = ts.copy(), lo.T.copy()
-            return _with_breaks(t_out, lo_out, lo_out.copy(), gap, gap[:0]), (lv, ia)
-        k0 = math.floor(t_start / dt)
-        bins = np.floor(ts / dt).astype(np.int64) - k0
-        starts = np.flatnonzero(np.diff(bins)) + 1
-        starts = np.concatenate(([0], starts))
-        t_out = (bins[starts] + k0 + 0.5) * dt
-        lo_out = np.fmin.reduceat(lo, starts, axis=1).T
-        hi_out = np.fmax.reduceat(hi, starts, axis=1).T
-        g, straddle = _segment_gaps(gap, inner, starts)
-        return _with_breaks(t_out, lo_out, hi_out, g | straddle, straddle), (lv, ia)
+        if lv == 0 and ib - ia <= 2 * columns:  # raw samples, no decimation
+            ts = np.array(_ring_slice(L.t, ia, ib, L.size))
+            lo = _ring_slice(L.lo, ia, ib, L.size).T.copy()
+            gap = np.array(_ring_slice(L.gap, ia, ib, L.size))
+            gap[0] = False  # a gap before the window's first point breaks nothing visible
+            return _with_breaks(ts, lo, lo.copy(), gap, gap[:0]), (lv, ia), cache
+
+        key = (lv, dt, epoch)  # epoch: (timeline, ring generation)
+        if cache is not None and cache.key == key and cache.k0 <= k_a <= cache.k1:
+            keep = slice(int(np.searchsorted(cache.ks, k_a)),
+                         int(np.searchsorted(cache.ks, k_b, "right")))
+            old = cache.select(keep)
+            e0 = max(ia, cache.e1)
+        else:
+            old, e0 = None, ia
+        if e0 < ib:
+            ts = np.asarray(_ring_slice(L.t, e0, ib, L.size))
+            lo = _ring_slice(L.lo, e0, ib, L.size)
+            hi = lo if lv == 0 else _ring_slice(L.hi, e0, ib, L.size)
+            gap = np.asarray(_ring_slice(L.gap, e0, ib, L.size))
+            inner = _ring_slice(L.inner, e0, ib, L.size)
+            bins = np.floor(ts / dt).astype(np.int64)
+            starts = np.concatenate(([0], np.flatnonzero(np.diff(bins)) + 1))
+            g_first, g_inner = _segment_gaps(gap, inner, starts)
+            new = _Columns(bins[starts], np.fmin.reduceat(lo, starts, axis=1).T,
+                           np.fmax.reduceat(hi, starts, axis=1).T, g_first, g_inner,
+                           e0 + starts)
+            cols = new if old is None else old.concat(new)
+        else:
+            cols = old if old is not None else _Columns.empty(cups)
+        # Columns before the newest element's column are final: keep them.
+        # (Data arrives in time order, so nothing more can fall into them.)
+        done = cols.ks < cols.ks[-1] if ib == b and len(cols.ks) else np.ones(len(cols.ks), bool)
+        n_done = int(done.sum())
+        e1 = int(cols.e[n_done]) if n_done < len(cols.ks) else ib
+        k1 = int(cols.ks[n_done]) if n_done < len(cols.ks) else k_b + 1
+        new_cache = _ColumnCache(key, k_a, k1, e1, cols.select(slice(0, n_done)))
+        g_first = cols.g_first.copy()
+        if len(g_first):
+            g_first[0] = False  # nothing drawn before the window's first column
+        t_out = (cols.ks + 0.5) * dt
+        return (_with_breaks(t_out, cols.lo, cols.hi, g_first | cols.g_inner, cols.g_inner),
+                (lv, ia), new_cache)
+
+
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Per-column results: bin index ``ks`` (n,), ``lo``/``hi`` (n, cups), gap
+    flags (before the column, inside it) and ``e`` (n,) the absolute index of
+    each column's first element at its level."""
+
+    ks: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    g_first: np.ndarray
+    g_inner: np.ndarray
+    e: np.ndarray
+
+    @staticmethod
+    def empty(cups: int) -> _Columns:
+        z = np.zeros(0, np.int64)
+        f = np.zeros((0, cups), np.float32)
+        b = np.zeros(0, bool)
+        return _Columns(z, f, f, b, b, z)
+
+    def select(self, sl: slice) -> _Columns:
+        return _Columns(self.ks[sl], self.lo[sl], self.hi[sl], self.g_first[sl],
+                        self.g_inner[sl], self.e[sl])
+
+    def concat(self, other: _Columns) -> _Columns:
+        return _Columns(*(np.concatenate((x, y)) for x, y in zip(
+            (self.ks, self.lo, self.hi, self.g_first, self.g_inner, self.e),
+            (other.ks, other.lo, other.hi, other.g_first, other.g_inner, other.e), strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class _ColumnCache:
+    """Finished columns [k0, k1) of one grid (key = level, dt, epoch, rings);
+    elements from ``e1`` on belong to columns >= k1 and are read again."""
+
+    key: tuple
+    k0: int
+    k1: int
+    e1: int
+    cols: _Columns
+
+    @property
+    def ks(self) -> np.ndarray:
+        return self.cols.ks
+
+    def select(self, sl: slice) -> _Columns:
+        return self.cols.select(sl)
 
 
 def _choose_level(samples_per_column: float) -> int:
