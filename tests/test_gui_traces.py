@@ -40,14 +40,16 @@ def panel(qtbot, buf):
 
 def _colour_pixels_in_columns(panel: TracePanel, cup: int, t: float) -> int:
     """Pixels of ``cup``'s trace colour within 2 px of device time ``t``."""
-    plot = panel.plots[cup - 1 if panel.mode == "rows" else 0]
-    vb = plot.getViewBox()
-    scene_pt = vb.mapViewToScene(QtCore.QPointF(t, 22.0))
-    view_pt = panel.graphics.mapFromScene(scene_pt)
+    vb = panel.plots[0].getViewBox()
+    off = panel.row_offset(cup)
+
+    def at(kpa: float) -> QtCore.QPoint:
+        return panel.graphics.mapFromScene(vb.mapViewToScene(QtCore.QPointF(t, off + kpa)))
+
+    view_pt = at(22.0)
     img = panel.graphics.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB32)
     want = QtGui.QColor(cup_color(cup))
-    top = int(panel.graphics.mapFromScene(vb.mapViewToScene(QtCore.QPointF(t, 40))).y())
-    bottom = int(panel.graphics.mapFromScene(vb.mapViewToScene(QtCore.QPointF(t, 0))).y())
+    top, bottom = int(at(35).y()), int(at(0).y())   # only this cup's row
     count = 0
     for x in range(int(view_pt.x()) - 2, int(view_pt.x()) + 3):
         for y in range(max(0, top), min(img.height(), bottom)):
@@ -76,10 +78,21 @@ def test_values_follow_the_unit_and_bands_are_drawn(panel, buf):
     panel.set_unit("mmHg")
     assert panel.redraw()
     _, y = panel.curves[1].getData()
-    assert np.nanmax(y) == pytest.approx(20.0 * 7.50062, rel=1e-5)
-    regions = [it for it in panel.plots[1].items if type(it).__name__ == "LinearRegionItem"]
-    assert len(regions) == 1
-    assert regions[0].getRegion() == pytest.approx((18.0 * 7.50062, 22.0 * 7.50062))
+    assert np.nanmax(y) - panel.row_offset(2) == pytest.approx(20.0 * 7.50062, rel=1e-5)
+    off1, off2 = panel.row_offset(1), panel.row_offset(2)
+    assert off1 > off2 + 35 * 7.50062                           # cup 1's row above cup 2's
+    assert panel.bands_drawn() == [
+        pytest.approx((off1 + 20.0 * 7.50062, off1 + 25.0 * 7.50062)),
+        pytest.approx((off2 + 18.0 * 7.50062, off2 + 22.0 * 7.50062))]
+    x0, x1 = panel.plots[0].getViewBox().viewRange()[0]
+    band = panel._band_items[0][1].rect()
+    assert band.left() <= x0 and band.right() >= x1         # covers the whole time axis
+    panel.set_mode("overlay")
+    panel.redraw()
+    _, y = panel.curves[1].getData()
+    assert np.nanmax(y) == pytest.approx(20.0 * 7.50062, rel=1e-5)   # no offset overlaid
+    assert sorted(panel.bands_drawn()) == [pytest.approx((18.0 * 7.50062, 22.0 * 7.50062)),
+                                           pytest.approx((20.0 * 7.50062, 25.0 * 7.50062))]
 
 
 def test_unchanged_frames_are_skipped(panel, buf):
@@ -132,11 +145,11 @@ def test_user_zooming_the_time_axis_pauses_the_panel(qtbot, panel, buf):
 def test_modes_windows_and_timer(qtbot, panel, buf):
     buf.on_block(_block(0.0, 100, 2))
     panel.redraw()
-    assert len(panel.plots) == 2 and len(panel.curves) == 2
+    assert len(panel.curves) == 2 and panel.row_offset(1) > 0
     panel.mode_box.setCurrentIndex(panel.mode_box.findData("overlay"))
     assert panel.mode == "overlay"
     panel.redraw()
-    assert len(panel.plots) == 1 and len(panel.curves) == 2
+    assert len(panel.curves) == 2 and panel.row_offset(1) == 0
     panel.set_window(3)
     assert panel.window_s == 10
     panel.set_window(1e6)

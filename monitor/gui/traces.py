@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from firmware_bridge.conditions import BAND_HIGH_KPA, BAND_LOW_KPA, HARD_LIMIT_KPA
 from monitor.display_buffer import DisplayBuffer
 from monitor.units import PER_KPA, normalize_unit
 
-from .style import BAND_FILL, BAND_LINE, cup_color
+from .style import BAND_FILL, BAND_LINE, ROW_LINE, cup_color
 
 #: Windows the therapist can choose, s (10 s - 10 min).
 WINDOWS_S: tuple[float, ...] = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -45,6 +45,55 @@ class FrameStats:
 
 def _window_label(s: float) -> str:
     return f"{s:.0f} s" if s < 60 else f"{s / 60:.0f} min"
+
+
+class EnvelopeCurve(pg.PlotCurveItem):
+    """A PlotCurveItem told its extent instead of scanning its data for it.
+
+    pyqtgraph recomputes a curve's bounds (nanmin/nanmax of x and y, plus
+    pixel padding) whenever the view moves, i.e. every live frame: ~0.3 ms
+    per curve here. The panel already knows the window and computes all
+    cups' y extents in one vectorised pass."""
+
+    _extent: QtCore.QRectF | None = None
+
+    def set_extent(self, x0: float, x1: float, y0: float, y1: float) -> None:
+        self._extent = QtCore.QRectF(x0, y0, x1 - x0, y1 - y0)
+
+    def boundingRect(self) -> QtCore.QRectF:
+        if self._extent is None:
+            return super().boundingRect()
+        return self._extent
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange=None):
+        if self._extent is None:
+            return super().dataBounds(ax, frac, orthoRange)
+        r = self._extent
+        return (r.left(), r.right()) if ax == 0 else (r.top(), r.bottom())
+
+
+class BandRect(QtWidgets.QGraphicsRectItem):
+    """A horizontal strip across the plot: a target band (opaque fill under the
+    curves, limits outlined) or, with zero height, a row separator. A plain
+    rect item: pyqtgraph's LinearRegionItem cost ~1 ms per band per frame
+    here (measured)."""
+
+    def __init__(self, lo: float, hi: float, band: bool = True) -> None:
+        super().__init__(0.0, lo, 1.0, hi - lo)
+        self._lo, self._hi = lo, hi
+        self.is_band = band
+        if band:
+            self.setBrush(QtGui.QBrush(QtGui.QColor(*BAND_FILL)))
+        pen = QtGui.QPen(QtGui.QColor(*(BAND_LINE if band else ROW_LINE)))
+        pen.setCosmetic(True)  # 1 px whatever the zoom
+        self.setPen(pen)
+        self.setZValue(-10)
+
+    def set_x(self, x0: float, x1: float) -> None:
+        self.setRect(x0, self._lo, x1 - x0, self._hi - self._lo)
+
+    def region(self) -> tuple[float, float]:
+        return self._lo, self._hi
 
 
 class TracePanel(QtWidgets.QWidget):
@@ -73,8 +122,8 @@ class TracePanel(QtWidgets.QWidget):
         self._paused_range: tuple[float, float] | None = None
         self._last_key: tuple | None = None
         self._plots: list[pg.PlotItem] = []
-        self._curves: list[pg.PlotCurveItem] = []
-        self._band_items: list[tuple[pg.PlotItem, pg.GraphicsObject]] = []
+        self._curves: list[EnvelopeCurve] = []
+        self._band_items: list[tuple[pg.PlotItem, BandRect]] = []
 
         self._build_controls()
         self.graphics = pg.GraphicsLayoutWidget()
@@ -106,7 +155,7 @@ class TracePanel(QtWidgets.QWidget):
             lambda i: self.set_mode(str(self.mode_box.itemData(i))))
         self.live_button = QtWidgets.QPushButton("Pause")
         self.live_button.setToolTip("Pause the traces (acquisition and alarms go on); "
-                                    "Live returns to the present  [Space]")
+                                    "Live returns to the present [F5]")
         self.live_button.clicked.connect(self._toggle_live)
         self.status_label = QtWidgets.QLabel("")
         self._controls.addWidget(QtWidgets.QLabel("Window"))
@@ -150,7 +199,7 @@ class TracePanel(QtWidgets.QWidget):
         return list(self._plots)
 
     @property
-    def curves(self) -> list[pg.PlotCurveItem]:
+    def curves(self) -> list[EnvelopeCurve]:
         """One curve per cup (index 0 = cup 1)."""
         return list(self._curves)
 
@@ -185,7 +234,7 @@ class TracePanel(QtWidgets.QWidget):
         self._last_key = None
 
     def set_mode(self, mode: str) -> None:
-        """"rows" (one plot per cup) or "overlay" (all cups in one plot)."""
+        """"rows" (one row per cup) or "overlay" (all cups on one scale)."""
         if mode not in ("rows", "overlay"):
             raise ValueError(f"unknown trace mode {mode!r}")
         if mode != self._mode:
@@ -204,6 +253,7 @@ class TracePanel(QtWidgets.QWidget):
         if new != self._bands:
             self._bands = new
             self._update_bands()
+            self._last_key = None  # row offsets may have moved
 
     def band(self, cup: int) -> tuple[float, float]:
         if 1 <= cup <= len(self._bands):
@@ -262,6 +312,25 @@ class TracePanel(QtWidgets.QWidget):
             self.liveChanged.emit(False)
 
     # -------------------------------------------------------------- plots
+    # One PlotItem for every mode: "rows" stacks the cups at vertical offsets
+    # in it, "overlay" puts them all at offset 0. Sixteen linked PlotItems
+    # cost ~6 ms a frame in range propagation and axis repaints alone
+    # (measured, docs/gui.md); one ViewBox moves once per frame.
+    @property
+    def row_span(self) -> float:
+        """Height of one row in display units (rows mode)."""
+        return (self._y_top() + 1.0) * PER_KPA[self._unit] * 1.08
+
+    def row_offset(self, cup: int) -> float:
+        """What is added to ``cup``'s values to place its row (display units)."""
+        if self._mode != "rows":
+            return 0.0
+        return (self._cups - cup) * self.row_span
+
+    def _y_top(self) -> float:
+        """Top of a row's scale, kPa: above the hard limit and every band."""
+        return max(HARD_LIMIT_KPA + 5.0, 1.3 * max((b[1] for b in self._bands), default=0.0))
+
     def _rebuild(self, cups: int) -> None:
         self.graphics.clear()
         self._plots, self._curves, self._band_items = [], [], []
@@ -269,65 +338,87 @@ class TracePanel(QtWidgets.QWidget):
         self._last_key = None
         if cups <= 0:
             return
-        n_plots = cups if self._mode == "rows" else 1
-        for i in range(n_plots):
-            p: pg.PlotItem = self.graphics.addPlot(row=i, col=0)
-            p.setMenuEnabled(False)
-            p.hideButtons()
-            p.setClipToView(False)  # the buffer already clips to the window
-            vb = p.getViewBox()
-            vb.setMouseEnabled(x=True, y=False)
-            vb.disableAutoRange()  # ranges are set per frame; no bounds scans
-            vb.sigRangeChangedManually.connect(self._on_manual_range)
-            p.showGrid(x=True, y=True, alpha=0.15)
-            if self._mode == "overlay":
-                label = f"Suction ({self._unit})"
-            else:  # rows get thin with many cups: a bare number stays legible
-                label = f"Cup {i + 1}" if cups <= 8 else f"{i + 1}"
-            p.setLabel("left", label)
-            p.getAxis("left").setWidth(52)
-            if i < n_plots - 1:
-                p.getAxis("bottom").setStyle(showValues=False)
-            else:
-                p.setLabel("bottom", "device time (s)")
-            if i > 0:
-                p.setXLink(self._plots[0])
-            self._plots.append(p)
+        p: pg.PlotItem = self.graphics.addPlot(row=0, col=0)
+        p.setMenuEnabled(False)
+        p.hideButtons()
+        p.setClipToView(False)  # the buffer already clips to the window
+        vb = p.getViewBox()
+        vb.setMouseEnabled(x=True, y=False)
+        vb.disableAutoRange()  # ranges are set per frame; no bounds scans
+        vb.sigRangeChangedManually.connect(self._on_manual_range)
+        vb.sigXRangeChanged.connect(self._fit_bands)
+        p.getAxis("left").setWidth(52)
+        p.setLabel("bottom", "device time (s)")
+        # The time axis moves every live frame; major ticks only (their labels
+        # are what is read) halves its per-frame text layout.
+        p.getAxis("bottom").setStyle(maxTickLevel=1, maxTextLevel=0)
+        # No grid: translucent grid lines cost more than the traces (measured).
+        self._plots.append(p)
         for c in range(cups):
-            plot = self._plots[c if self._mode == "rows" else 0]
-            curve = pg.PlotCurveItem(pen=pg.mkPen(cup_color(c + 1), width=1),
-                                     connect="finite", skipFiniteCheck=True, antialias=False)
-            plot.addItem(curve)
+            curve = EnvelopeCurve(pen=pg.mkPen(cup_color(c + 1), width=1),
+                                  connect="finite", skipFiniteCheck=True, antialias=False)
+            p.addItem(curve)
             self._curves.append(curve)
         if self._mode == "overlay":
-            legend = self._plots[0].addLegend(offset=(-10, 5), colCount=min(cups, 8))
+            p.setLabel("left", f"Suction ({self._unit})")
+            legend = p.addLegend(offset=(-10, 5), colCount=min(cups, 8))
             for c, curve in enumerate(self._curves):
                 legend.addItem(curve, f"{c + 1}")
         self._update_bands()
 
     def _update_bands(self) -> None:
+        """Band rectangles, row separators, y range and left-axis ticks."""
         factor = PER_KPA[self._unit]
         for plot, item in self._band_items:
             plot.removeItem(item)
         self._band_items = []
         if not self._plots:
             return
-        y_top = max(HARD_LIMIT_KPA + 5.0, 1.3 * max((b[1] for b in self._bands), default=0.0))
-        for p in self._plots:
-            p.getViewBox().setYRange(-1.0 * factor, y_top * factor, padding=0)
+        plot = self._plots[0]
+        top = self._y_top() * factor
         if self._mode == "rows":
-            targets = [(self._plots[c], self.band(c + 1)) for c in range(self._cups)]
-        else:  # one shaded band per distinct target
-            distinct = sorted({self.band(c + 1) for c in range(self._cups)})
-            targets = [(self._plots[0], b) for b in distinct]
-        for plot, (lo, hi) in targets:
-            region = pg.LinearRegionItem(values=(lo * factor, hi * factor),
-                                         orientation="horizontal", movable=False,
-                                         brush=pg.mkBrush(*BAND_FILL),
-                                         pen=pg.mkPen(BAND_LINE, width=1))
-            region.setZValue(-10)
-            plot.addItem(region, ignoreBounds=True)
-            self._band_items.append((plot, region))
+            span = self.row_span
+            plot.getViewBox().setYRange(-1.0 * factor, self._cups * span - factor, padding=0)
+            major, minor = [], []
+            for c in range(1, self._cups + 1):
+                off = self.row_offset(c)
+                lo, hi = self.band(c)
+                major.append((off + 0.5 * (lo + hi) * factor,
+                              f"Cup {c}" if self._cups <= 8 else f"{c}"))
+                if self._cups <= 6:  # tall rows have room for the band's numbers
+                    minor += [(off + lo * factor, f"{lo * factor:.0f}"),
+                              (off + hi * factor, f"{hi * factor:.0f}")]
+                self._add_rect(off + lo * factor, off + hi * factor, band=True)
+                if c < self._cups:
+                    sep = off + top + 0.5 * (span - top - factor)
+                    self._add_rect(sep, sep, band=False)
+            plot.getAxis("left").setTicks([major, minor])
+            plot.getAxis("left").setStyle(tickLength=0)
+        else:
+            plot.getViewBox().setYRange(-1.0 * factor, top, padding=0)
+            plot.getAxis("left").setTicks(None)
+            for lo, hi in sorted({self.band(c + 1) for c in range(self._cups)}):
+                self._add_rect(lo * factor, hi * factor, band=True)
+        self._fit_bands()
+
+    def _add_rect(self, y0: float, y1: float, band: bool) -> None:
+        item = BandRect(y0, y1, band)
+        self._plots[0].addItem(item, ignoreBounds=True)
+        self._band_items.append((self._plots[0], item))
+
+    def _fit_bands(self, *_: object) -> None:
+        """Stretch the band rectangles over the visible time range (and one
+        window either side, so a drag does not uncover their ends)."""
+        if not self._plots:
+            return
+        x0, x1 = self._plots[0].getViewBox().viewRange()[0]
+        w = x1 - x0
+        for _, band in self._band_items:
+            band.set_x(x0 - w, x1 + w)
+
+    def bands_drawn(self) -> list[tuple[float, float]]:
+        """(low, high) of every band rectangle drawn, display units, offsets included."""
+        return [b.region() for _, b in self._band_items if b.is_band]
 
     # ------------------------------------------------------------- redraw
     def target_range(self) -> tuple[float, float] | None:
@@ -371,8 +462,23 @@ class TracePanel(QtWidgets.QWidget):
         y[:, 1::2] = hi.T
         if factor != 1.0:
             y *= factor
+        if self._mode == "rows":
+            # Keep each trace inside its row (the tile shows the exact value),
+            # then lift it to the row. NaN (gaps) stays NaN.
+            np.clip(y, -1.0 * factor, self.row_span - 2.0 * factor, out=y)
+            y += np.array([self.row_offset(c + 1) for c in range(cups)])[:, None]
+        # Every cup's y extent in one pass (NaN-aware; an all-NaN cup gets 0..0).
+        y_lo = np.nan_to_num(np.fmin.reduce(y, axis=1)) if y.shape[1] else np.zeros(cups)
+        y_hi = np.nan_to_num(np.fmax.reduce(y, axis=1)) if y.shape[1] else np.zeros(cups)
+        pad = 0.01 * (y_hi - y_lo) + 1e-6 * factor
+        xa = float(x[0]) if x.size else x0
+        xb = float(x[-1]) if x.size else x1
+        # A cup without gaps takes pyqtgraph's plain polyline path (no split).
+        gappy = np.isnan(y).any(axis=1) if y.shape[1] else np.zeros(cups, bool)
         for c, curve in enumerate(self._curves):
-            curve.setData(x, y[c], connect="finite", skipFiniteCheck=True)
+            curve.set_extent(xa, xb, float(y_lo[c] - pad[c]), float(y_hi[c] + pad[c]))
+            curve.setData(x, y[c], connect="finite" if gappy[c] else "all",
+                          skipFiniteCheck=True)
         # Programmatic ranges do not emit sigRangeChangedManually, so this
         # does not count as the user scrolling.
         self._plots[0].getViewBox().setXRange(x0, x1, padding=0)
