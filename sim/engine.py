@@ -261,6 +261,10 @@ class _Core:
                         self.seal[cols] + self.extra_leak[cols], self.open_g)
         g_in = seal + np.where(self.valve[cols], self.valve_g, 0.0)
         lam, peq = physics.coefficients(cap, s0 * running, p_ult, g_in, amb, pa)
+        # Hold Cap at its value halfway through the segment (midpoint rule:
+        # second-order in the segment's pressure change; docs/simulator.md).
+        cap = physics.capacitance(self.V0[cols], k, amb, physics.segment_midpoint(pa, peq, cap, k))
+        lam, peq = physics.coefficients(cap, s0 * running, p_ult, g_in, amb, pa)
         # A calibration bench drives the chamber itself (first order to its set point).
         lam = np.where(rig, 1.0 / self.rig_tau[cols], lam)
         peq = np.where(rig, amb - self.rig_set[cols], peq)
@@ -384,19 +388,24 @@ class _Core:
             act = nxt < K1
             if not act.any():
                 break
+            us_n = clock.us(nxt)
+            # A segment that ran out before the next sample ends where it ran
+            # out, between samples if need be: segments follow the physics,
+            # not the sample grid (this keeps the 1 % capacitance bound at 10 Hz).
+            expired = act & (self.seg_us <= us_n)
+            while expired.any():
+                cols = np.flatnonzero(expired)
+                self.anchor(cols, self.seg_us[cols])
+                expired = act & (self.seg_us <= us_n)
             # scripted actions due at a cup's next sample
             act_k = clock.k_at(self.act_us)
             due = np.flatnonzero(act & (act_k <= nxt))
-            for j in due:
-                self._apply_due(int(j), int(clock.us(nxt[j])))
-            seg_k = np.maximum(clock.k_at(self.seg_us), 0)
-            need = act & (seg_k <= nxt)
-            need[due] = True
-            if need.any():
-                cols = np.flatnonzero(need)
-                self.anchor(cols, clock.us(nxt[cols]))
-                seg_k[cols] = np.maximum(clock.k_at(self.seg_us[cols]), nxt[cols] + 1)
+            if due.size:
+                for j in due:
+                    self._apply_due(int(j), int(us_n[j]))
+                self.anchor(due, us_n[due])
                 act_k[due] = clock.k_at(self.act_us[due])
+            seg_k = clock.k_at(self.seg_us)
             lim = np.minimum(np.minimum(seg_k, act_k), K1)
             w = np.where(act, lim - nxt, 0)
             cols = np.flatnonzero(w > 0)

@@ -98,15 +98,16 @@ def evolve(p0: np.ndarray, lam: np.ndarray, p_eq: np.ndarray, t: np.ndarray) -> 
     return p_eq + (p0 - p_eq) * np.exp(-lam * t)
 
 
-def lag_gain(lam: np.ndarray, tau: float) -> np.ndarray:
-    """``1 / (1 - lam tau)`` of the first-order lag's response to ``e^(-lam t)``.
+#: |1 - lam tau| below this takes the resonant form of the lag response.
+_RESONANT = 1e-6
 
-    Where ``lam tau`` is within 1e-3 of 1 the rate is nudged, which moves the
-    response by less than 1e-3 of its size (the formula is continuous there).
-    """
+
+def lag_gain(lam: np.ndarray, tau: float) -> np.ndarray:
+    """``1 / (1 - lam tau)`` of the first-order lag's response to ``e^(-lam t)``
+    (0 where ``lam tau`` = 1, which ``lagged`` handles in closed form)."""
     x = lam * tau
-    x = np.where(np.abs(1.0 - x) < 1e-3, 1.0 - 1e-3, x)
-    return 1.0 / (1.0 - x)
+    res = np.abs(1.0 - x) < _RESONANT
+    return np.where(res, 0.0, 1.0 / np.where(res, 0.5, 1.0 - x))
 
 
 def lagged(y0: np.ndarray, s_eq: np.ndarray, amp: np.ndarray, lam: np.ndarray,
@@ -114,12 +115,29 @@ def lagged(y0: np.ndarray, s_eq: np.ndarray, amp: np.ndarray, lam: np.ndarray,
     """First-order lag ``tau dy/dt = s - y`` driven by ``s = s_eq + amp e^(-lam t)``.
 
     Exact: ``y = s_eq + amp g e^(-lam t) + (y0 - s_eq - amp g) e^(-t/tau)``
-    with ``g = lag_gain(lam, tau)``; ``e_lam`` is ``e^(-lam t)`` already computed.
+    with ``g = lag_gain(lam, tau)``; at resonance (lam tau = 1)
+    ``y = s_eq + (y0 - s_eq) e^(-t/tau) + amp (t/tau) e^(-t/tau)``.
+    ``e_lam`` is ``e^(-lam t)`` already computed.
     """
     if tau <= 0.0:
         return s_eq + amp * e_lam
     ag = amp * gain
-    return s_eq + ag * e_lam + (y0 - s_eq - ag) * np.exp(-t / tau)
+    e2 = np.exp(-t / tau)
+    y = s_eq + ag * e_lam + (y0 - s_eq - ag) * e2
+    res = np.abs(1.0 - lam * tau) < _RESONANT
+    if np.any(res):
+        y = y + np.where(res, amp * (t / tau) * e2, 0.0)
+    return y
+
+
+def segment_midpoint(p0: np.ndarray, p_eq: np.ndarray, cap: np.ndarray, k: np.ndarray,
+                     tolerance: float = CAP_TOLERANCE) -> np.ndarray:
+    """Pressure halfway through the longest segment ``segment_limit_s`` allows
+    (kPa abs): ``p0`` moved half of ``min(|p_eq - p0|, tolerance Cap / (2k))``
+    towards ``p_eq``."""
+    dp_max = np.where(k > 0, tolerance * cap / np.maximum(2.0 * k, 1e-300), 0.0)
+    move = np.minimum(np.abs(p_eq - p0), dp_max)
+    return p0 + 0.5 * move * np.sign(p_eq - p0)
 
 
 def segment_limit_s(p0: np.ndarray, p_eq: np.ndarray, lam: np.ndarray, cap: np.ndarray,
