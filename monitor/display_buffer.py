@@ -351,9 +351,9 @@ class DisplayBuffer(Listener):
         ``dt = (t_end - t_start) / columns`` on the grid ``k * dt`` (aligned
         to absolute time, so the envelope does not shimmer while it scrolls);
         the first and last bin may reach up to one column beyond the window.
-        ``t`` is the bin centre; empty bins are left out. When there are
-        fewer than two samples per column the raw samples of those bins come
-        back (``lo == hi``). A NaN row separates the two sides of every gap; a
+        ``t`` is the bin centre; empty bins are left out. When the nominal
+        rate gives fewer than two samples per column the raw samples of those
+        bins come back (``lo == hi``). A NaN row separates the two sides of every gap; a
         column holding both sides of a gap is fenced off on both sides.
 
         Completed columns are cached, so a live window that moves by a few
@@ -414,7 +414,11 @@ class DisplayBuffer(Listener):
             if lv <= 1 or not _ring_slice(L.inner, ia, ib, L.size).any():
                 break
             lv -= 1
-        if lv == 0 and ib - ia <= 2 * columns:  # raw samples, no decimation
+        # Raw samples when a column gets fewer than two: decimating would leave
+        # empty columns, and the density, not the count, decides (a session
+        # that began 6 s ago fills a 30 s window densely, and sub-pixel line
+        # segments lose pixels when drawn).
+        if lv == 0 and dt * rate < 2.0:
             ts = np.array(_ring_slice(L.t, ia, ib, L.size))
             lo = _ring_slice(L.lo, ia, ib, L.size).T.copy()
             gap = np.array(_ring_slice(L.gap, ia, ib, L.size))

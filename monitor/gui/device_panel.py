@@ -54,7 +54,8 @@ class DevicePanel(QtWidgets.QGroupBox):
     def show_device(self, *, source: str = "", link: str = "", info: DeviceInfo | None = None,
                     stats: LinkStats | None = None, fmt: str = "", display: str = "") -> None:
         v = self.values
-        v["source"].setText(source or "–")
+        # Zero-width spaces let a long URL wrap at its separators.
+        v["source"].setText((source or "–").replace("?", "?\u200b").replace("&", "&\u200b"))
         v["link"].setText(link or "–")
         if info is not None:
             v["serial"].setText(info.serial or "–")

@@ -470,9 +470,13 @@ class TracePanel(QtWidgets.QWidget):
         # Every cup's y extent in one pass (NaN-aware; an all-NaN cup gets 0..0).
         y_lo = np.nan_to_num(np.fmin.reduce(y, axis=1)) if y.shape[1] else np.zeros(cups)
         y_hi = np.nan_to_num(np.fmax.reduce(y, axis=1)) if y.shape[1] else np.zeros(cups)
-        pad = 0.01 * (y_hi - y_lo) + 1e-6 * factor
-        xa = float(x[0]) if x.size else x0
-        xb = float(x[-1]) if x.size else x1
+        # Pad by a few pixels' worth: Qt clips painting to the bounding rect,
+        # and a flat trace would lose its 1 px line at the edges.
+        y0v, y1v = self._plots[0].getViewBox().viewRange()[1]
+        pad = np.full(cups, 0.01 * (y1v - y0v))
+        xpad = 2.0 * (x1 - x0) / columns
+        xa = (float(x[0]) if x.size else x0) - xpad
+        xb = (float(x[-1]) if x.size else x1) + xpad
         # A cup without gaps takes pyqtgraph's plain polyline path (no split).
         gappy = np.isnan(y).any(axis=1) if y.shape[1] else np.zeros(cups, bool)
         for c, curve in enumerate(self._curves):
