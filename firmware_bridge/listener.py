@@ -204,5 +204,8 @@ class Notifier:
         for d in targets:
             d.close()
         deadline = time.monotonic() + timeout
+        me = threading.current_thread()
         for d in targets:
+            if d is me:  # stop() called from a listener: it finishes after returning
+                continue
             d.join(max(0.0, deadline - time.monotonic()))
