@@ -123,7 +123,8 @@ def test_screenshot_is_written_after_live_data(qtbot, tmp_path):
 
 def test_a_link_error_is_a_message_not_a_traceback(qtbot, make_window):
     win = make_window()                                        # the real SerialLink factory
-    assert not win.connect_url("/dev/ttyCUPMON-NOPE")
+    win.connect_url("/dev/ttyCUPMON-NOPE")                     # opens on a worker thread
+    qtbot.waitUntil(lambda: win.connection.error_text != "", timeout=5000)
     msg = win.connection.error_text
     assert "ttyCUPMON-NOPE" in msg and "Traceback" not in msg and "\n" not in msg
     assert win.connection.connect_button.text() == "Connect"   # ready for another try
@@ -205,3 +206,31 @@ def test_port_list_shows_descriptions_and_serial_numbers(qtbot, make_window, mon
     assert texts[0] == "Simulator" and texts[-1] == "Other URL…"
     box.setCurrentIndex(texts.index("/dev/ttyUSB10 — FT232R USB UART"))
     assert win.connection.url == "/dev/ttyUSB10"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_the_built_in_simulator_end_to_end(qtbot, make_window):
+    """Connection bar -> SerialLink on sim:// -> pipeline + display buffer -> widgets."""
+    win = make_window()                                        # the real SerialLink factory
+    bar = win.connection
+    bar.source_box.setCurrentIndex(bar.source_box.findData(SIMULATOR))
+    bar.cups_spin.setValue(2)
+    assert bar.url.startswith("sim://") and "cups=2" in bar.url
+    assert bar.scenario_box.count() > 1                         # the simulator's scenario list
+    bar.connect_button.click()
+    qtbot.waitUntil(lambda: len(win.tiles.tiles) == 2
+                    and _is_number(win.tiles.tiles[0].value_label.text())
+                    and win.traces.stats.drawn > 0, timeout=10000)
+    win.tick()
+    qtbot.waitUntil(lambda: win.device_panel.text("serial").startswith("SIM-"), timeout=3000)
+    assert bar.state_label.text() == "Connected"
+    bar.connect_button.click()                                 # Disconnect
+    qtbot.waitUntil(lambda: bar.connect_button.text() == "Connect", timeout=3000)
+    assert win.source is None and bar.state_label.text() == "Disconnected"

@@ -103,6 +103,7 @@ def render_screenshot(url: str | None, path: str | Path, after_s: float = 5.0, *
             assert url is not None, "give a url or a source"
             win.connection.choose_url(url)
             ok = win.connect_url(url)
+        ok = ok and win.wait_started()
         _wait(after_s if ok else 0.2)
         win.tick()
         win.traces.redraw(force=True)

@@ -72,6 +72,9 @@ class MainWindow(QtWidgets.QMainWindow):
     """cupmon's window. ``settings``: where choices persist (None: the user's
     QSettings; pass ``persist=False`` for screenshots and tests)."""
 
+    #: (source, label, exception or None) from the thread that starts a source.
+    _started = QtCore.Signal(object, str, object)
+
     def __init__(self, config: MonitorConfig | None = None, *,
                  settings: QtCore.QSettings | None = None, persist: bool = True,
                  source_factory: SourceFactory | None = None, audio: bool = True,
@@ -96,6 +99,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.unit = normalize_unit(self.config.unit)
         self.last_error = ""
         self.last_exception: BaseException | None = None
+        self.starting = False
 
         self.flasher = Flasher(self)
         self.sound = AlarmSound(self, enabled=audio)
@@ -160,6 +164,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("Choose a source and press Connect.")
 
     def _wire(self) -> None:
+        self._started.connect(self._on_started)  # queued: emitted from a worker
         self.connection.connectRequested.connect(self.connect_url)
         self.connection.disconnectRequested.connect(self.disconnect_source)
         self.banner.acknowledgeRequested.connect(self.acknowledge)
@@ -228,7 +233,12 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.attach_source(source, url)
 
     def attach_source(self, source: Source, label: str) -> bool:
-        """Monitor an already built (not started) ``source``: a link, a replay."""
+        """Monitor an already built (not started) ``source``: a link, a replay.
+
+        The source is started on a worker thread (opening a socket:// or
+        rfc2217:// URL can take seconds); :attr:`starting` is True until it
+        has opened or failed, and a failure shows in the connection bar.
+        Returns True when the start is under way."""
         self.disconnect_source()
         self.pipeline = MonitorPipeline(self.config)
         self.buffer = DisplayBuffer()
@@ -241,17 +251,47 @@ class MainWindow(QtWidgets.QMainWindow):
         self.source, self.source_label = source, label
         self.connection.set_connected(True)
         self.statusBar().showMessage(f"Opening {label}…")
-        try:
-            source.start()
-        except Exception as exc:
+        self.starting = True
+
+        def start() -> None:
+            try:
+                source.start()
+            except Exception as exc:  # reported on the GUI thread, as one line
+                self._started.emit(source, label, exc)
+            else:
+                self._started.emit(source, label, None)
+
+        threading.Thread(target=start, name="source-start", daemon=True).start()
+        return True
+
+    def _on_started(self, source: Source, label: str, exc: BaseException | None) -> None:
+        """The worker's verdict, delivered on the GUI thread (queued signal)."""
+        if source is not self.source:  # the user moved on meanwhile
+            if exc is None:
+                self._stop_source(source, wait=False)
+            return
+        self.starting = False
+        if exc is not None:
             self.show_failure(label, exc)
             self._stop_source(source, wait=False)
             self.source = None
             self.connection.set_connected(False)
-            return False
+            return
         if self.persist:
             self.settings.setValue("source/url", label)
-        return True
+
+    def wait_started(self, timeout_s: float = 10.0) -> bool:
+        """Run the event loop until the current start has finished (for
+        screenshots and tests). True when a source is open."""
+        if self.starting:
+            loop = QtCore.QEventLoop()
+            # Connected after _on_started, so the verdict is applied first.
+            self._started.connect(loop.quit)
+            QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+            if self.starting:
+                loop.exec()
+            self._started.disconnect(loop.quit)
+        return self.source is not None and not self.starting
 
     def show_failure(self, label: str, exc: BaseException) -> None:
         """Say why ``label`` could not be opened, in one line (never a traceback)."""
@@ -265,6 +305,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def disconnect_source(self) -> None:
         """Stop the current source (in the background: closing a port may block)."""
         source, self.source = self.source, None
+        self.starting = False
         if source is not None:
             self._stop_source(source, wait=False)
             self.connection.show_state(LinkState.CLOSED, "")
