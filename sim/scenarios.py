@@ -392,6 +392,7 @@ def _calibration_rig(s: Setup) -> Script:
         sc.actions.append(Action(t, -1, "rig", kpa))
         sc.rig_steps.append((t, t + step, kpa))
         t += step
+    sc.dry_run_cups = list(range(s.cups))  # steps above 26 kPa are over_suction by definition
     return sc
 
 
