@@ -314,15 +314,16 @@ class SerialLink(Source):
         port = self._port
         assert port is not None
         try:
-            data = port.read(max(1, self._waiting(port)))
-            # read(1) returns on the first byte: take everything else already
-            # waiting, so the decoder sees whole bursts, not a byte at a time.
-            while data and len(data) < MAX_CHUNK:
-                more = self._waiting(port)
-                chunk = port.read(more) if more else b""
-                if not chunk:
-                    break
-                data += chunk
+            data = port.read(min(MAX_CHUNK, max(1, self._waiting(port))))
+            # read(1) returns on the first byte: take what else is already
+            # waiting, once, so the decoder sees whole bursts, not a byte at a
+            # time. Never loop "while more is waiting": a device streaming
+            # continuously always has more, and the link would hoard data
+            # (seconds of it) instead of publishing it: alarm latency.
+            if data:
+                more = min(MAX_CHUNK - len(data), self._waiting(port))
+                if more > 0:
+                    data += port.read(more)
         except (serial.SerialException, OSError) as exc:
             self._lost(exc)
             return

@@ -401,3 +401,31 @@ def test_custom_pyserial_handler_sim_url_needs_no_special_case():
         assert c.wait(lambda c: c.n_samples >= 20)
     assert c.blocks[0].cups == 2
     assert np.all(np.diff(c.times()) > 0)
+
+
+def test_continuously_streaming_source_is_published_in_small_pieces():
+    """A device that always has more bytes waiting (the simulator at 20x, a
+    16-cup 1 kHz device) must not be hoarded into huge reads: each read is
+    published at once. Before the fix one block spanned 25 s of device time."""
+    import sim  # noqa: F401  (registers sim://)
+    from firmware_bridge.link import SerialLink
+    from firmware_bridge.listener import Listener
+
+    spans: list[float] = []
+    got = threading.Event()
+
+    class Spans(Listener):
+        def on_block(self, block):
+            spans.append(float(block.t[-1] - block.t[0]))
+            if sum(spans) > 30.0:
+                got.set()
+
+    link = SerialLink("sim://normal?cups=4&rate=100&seed=0&speed=20")
+    link.add_listener(Spans())
+    link.start()
+    try:
+        assert got.wait(30), "no data"
+    finally:
+        link.stop()
+    assert len(spans) > 10
+    assert max(spans) < 10.0
