@@ -520,15 +520,21 @@ def test_set_limit_changes_the_trip_point_and_info():
 # --- sensor faults -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("counts", [0, 5, 1023, 1000])
+def raw_centi(kpa: float, bits: int = 10) -> int:
+    return cfirmware.counts_to_centi(int(cfirmware.mpxv6115v_counts(kpa, bits)), bits)
+
+
+@pytest.mark.parametrize("counts", [0, 5, 1023, 1000, 157])
 def test_out_of_range_reading_stops_the_pump_and_recovers(counts):
+    # 0, 5: cut wire / short to ground (~120 kPa); 1023, 1000: short to 5 V or
+    # pushed (-10.5, -7.4 kPa); 157: 100.1 kPa. Valid: -3.00 .. 100.00 kPa
     b = Bench(cups=2)
     b.ack(MsgType.START, mask_payload(0b11))
     b.run(0.3)  # pumping down
     assert b.pump[0]
     b.override = np.array([counts, int(cfirmware.mpxv6115v_counts(b.suction[1], 10))])
     got = b.run(0.2)
-    assert events(got)[0] == (EventCode.SENSOR_FAULT, 1, counts)
+    assert events(got)[0] == (EventCode.SENSOR_FAULT, 1, cfirmware.counts_to_centi(counts, 10))
     _, su, stt = samples(got)
     assert np.all(su[:, 0] == NO_READING)
     assert np.all(stt[:, 0] == Status.SENSOR_FAULT | Status.REGULATING)  # pump off
@@ -536,12 +542,23 @@ def test_out_of_range_reading_stops_the_pump_and_recovers(counts):
     assert b.nack(MsgType.START, mask_payload(1)) == NackReason.SENSOR_FAULT
     assert b.nack(MsgType.ZERO, mask_payload(1)) == NackReason.SENSOR_FAULT
     b.override = None
-    got = b.run(0.05)
+    got = b.run(0.6)
     _, su, stt = samples(got)
-    assert np.all(stt[:3, 0] & Status.SENSOR_FAULT)  # needs 4 good readings in a row
-    assert not np.any(stt[4:, 0] & Status.SENSOR_FAULT)
+    # clears after 0.5 s (50 samples at 100 Hz) without a fault sign
+    assert np.all(stt[:49, 0] & Status.SENSOR_FAULT)
+    assert not np.any(stt[50:, 0] & Status.SENSOR_FAULT)
     assert (EventCode.SENSOR_OK, 1, 0) in events(got)
-    assert np.any(stt[4:, 0] & Status.PUMP_ON)  # regulation resumes
+    assert np.any(stt[50:, 0] & Status.PUMP_ON)  # regulation resumes
+    assert np.all(su[:, 0] != NO_READING)  # in range again: real values while flagged
+
+
+@pytest.mark.parametrize("kpa,fault", [(-2.9, False), (-3.2, True), (99.9, False),
+                                       (100.2, True)])
+def test_range_limits(kpa, fault):
+    b = Bench(cups=1, bits=16)
+    b.override = np.array([cfirmware.mpxv6115v_counts(kpa, 16)])
+    got = b.run(0.05)
+    assert (EventCode.SENSOR_FAULT in [e[0] for e in events(got)]) == fault
 
 
 def test_stuck_reading_with_the_pump_running_is_a_fault():
@@ -551,19 +568,30 @@ def test_stuck_reading_with_the_pump_running_is_a_fault():
     assert b.pump[0]
     frozen = b.counts().copy()
     b.override = frozen
-    b.ack(MsgType.PING)
-    got = b.run(4.9)  # 4.9 s identical while pumping: not yet
+    got = b.run(0.98)  # 99 identical samples while pumping (0.1 s .. 1.08 s): not yet
     assert not events(got) and b.pump[0]
-    b.ack(MsgType.PING)
-    got = b.run(0.2)
+    got = b.run(0.02)  # the 100th: 1 s at 100 Hz
     (ev,) = events(got)
-    assert ev == (EventCode.SENSOR_FAULT, 1, int(frozen[0]))
+    assert ev == (EventCode.SENSOR_FAULT, 1, cfirmware.counts_to_centi(int(frozen[0]), 10))
     assert not b.pump[0]
-    _, su, stt = samples(got)
-    assert stt[-1, 0] & Status.SENSOR_FAULT and su[-1, 0] != NO_READING
+    # it stays faulted (pump off) for as long as the counts stay frozen
+    _, su, stt = samples(b.run(3.0))
+    assert np.all(stt[:, 0] & Status.SENSOR_FAULT) and not np.any(stt[:, 0] & Status.PUMP_ON)
+    assert np.all(su[:, 0] != NO_READING)  # a stuck value is still a value
     b.override = frozen + 1  # the reading moves again
-    got = b.run(0.05)
-    assert events(got)[0] == (EventCode.SENSOR_OK, 1, 0)
+    got = b.run(0.6)
+    assert events(got) == [(EventCode.SENSOR_OK, 1, 0)]
+
+
+def test_stuck_detection_needs_20_samples_at_low_rates():
+    b = Bench(cups=1)
+    b.ack(MsgType.SET_RATE, struct.pack("<H", 10))
+    b.ack(MsgType.START, mask_payload(1))
+    b.run(0.1)
+    b.override = b.counts().copy()
+    b.ack(MsgType.PING)
+    assert not events(b.run(1.85))  # 19 samples at 10 Hz
+    assert events(b.run(0.1))[0][0] == EventCode.SENSOR_FAULT
 
 
 def test_a_steady_reading_with_the_pump_off_is_not_a_fault():

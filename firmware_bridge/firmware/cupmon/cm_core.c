@@ -305,6 +305,10 @@ static uint8_t cup_status(const cm_cup_t *c)
 
 static void set_rate(cm_dev_t *d, uint16_t hz)
 {
+    uint32_t n = ((uint32_t)hz * CM_STUCK_S_NUM + CM_STUCK_S_DEN / 2u) / CM_STUCK_S_DEN;
+    d->stuck_n = (uint16_t)(n < CM_STUCK_MIN_SAMPLES ? CM_STUCK_MIN_SAMPLES : n);
+    n = ((uint32_t)hz * CM_CLEAR_S_NUM + CM_CLEAR_S_DEN / 2u) / CM_CLEAR_S_DEN;
+    d->clear_n = (uint16_t)(n < 1u ? 1u : n);
     d->rate_hz = hz;
     d->period_us = 1000000uL / hz;
     d->period_rem = (uint16_t)(1000000uL % hz);
@@ -354,37 +358,34 @@ static void cup_tick(cm_dev_t *d, uint8_t i, uint32_t now)
 {
     cm_cup_t *c = &d->cup[i];
     uint16_t counts = cm_hal_adc_read(d->hal, i);
-    uint32_t r = (uint32_t)counts << (16u - d->adc_bits);
+    int16_t raw = cm_counts_to_centi(counts, d->adc_bits);
     uint8_t was_fault = (uint8_t)(c->flags & CM_CUP_FAULT);
-    uint8_t in_range = (uint8_t)(r >= CM_RATIO_MIN_Q16 && r <= CM_RATIO_MAX_Q16);
+    uint8_t in_range = (uint8_t)(raw >= CM_RANGE_LOW && raw <= CM_RANGE_HIGH);
+    uint8_t sign;
 
-    /* sensor checks: out of range now, or stuck (bit-identical counts for
-     * CM_STUCK_US while the pump ran: a working sensor must move then) */
-    if (!in_range) {
-        c->flags |= CM_CUP_FAULT_RANGE;
-        c->good_run = 0u;
-    } else if (c->flags & CM_CUP_FAULT_RANGE) {
-        if (++c->good_run >= CM_FAULT_CLEAR_SAMPLES) {
-            c->flags &= (uint8_t)~CM_CUP_FAULT_RANGE;
-        }
-    }
-    if ((c->flags & CM_CUP_PUMP) && counts == c->last_counts) {
-        if (!(c->flags & CM_CUP_STUCK_RUN)) {
-            c->flags |= CM_CUP_STUCK_RUN;
-            c->stuck_since_us = now;
-        } else if ((uint32_t)(now - c->stuck_since_us) >= CM_STUCK_US) {
-            c->flags |= CM_CUP_FAULT_STUCK;
+    /* sensor checks: out of range now, or the same counts for too long while
+     * the pump is driven (moving air must move a live sensor; a sealed cup at
+     * rest may read the same counts for minutes). Once faulted, repeats keep
+     * counting with the pump off, so a stuck sensor stays faulted until its
+     * counts change instead of letting the pump run blind again. */
+    if (counts == c->last_counts && ((c->flags & CM_CUP_PUMP) || was_fault)) {
+        if (c->same_run != 0xFFFFu) {
+            c->same_run++;
         }
     } else {
-        c->flags &= (uint8_t)~CM_CUP_STUCK_RUN;
-        if (counts != c->last_counts) {
-            c->flags &= (uint8_t)~CM_CUP_FAULT_STUCK;
-        }
+        c->same_run = 0u;
     }
     c->last_counts = counts;
+    sign = (uint8_t)(!in_range || (uint32_t)c->same_run + 1u >= d->stuck_n);
+    if (sign) {
+        c->flags |= CM_CUP_FAULT;
+        c->clean_run = 0u;
+    } else if (was_fault && ++c->clean_run >= d->clear_n) {
+        c->flags &= (uint8_t)~CM_CUP_FAULT;
+    }
 
     if (in_range) {
-        int32_t s = cm_counts_to_centi(counts, d->adc_bits);
+        int32_t s = raw;
         if (c->flags & CM_CUP_CAL) {
             float x = (float)s * 0.01f;
             float y = (c->c0 + x * (c->c1 + c->c2 * x)) * 100.0f;
@@ -405,8 +406,8 @@ static void cup_tick(cm_dev_t *d, uint8_t i, uint32_t now)
 
     if (c->flags & CM_CUP_FAULT) {
         c->flags &= (uint8_t)~CM_CUP_PUMP;
-        if (!was_fault) {
-            send_event(d, now, CM_EV_SENSOR_FAULT, (uint8_t)(i + 1u), (int16_t)counts);
+        if (!was_fault) { /* value: the raw (untared, uncalibrated) suction */
+            send_event(d, now, CM_EV_SENSOR_FAULT, (uint8_t)(i + 1u), raw);
         }
     } else {
         if (was_fault) {

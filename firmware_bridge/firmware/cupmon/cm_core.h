@@ -46,15 +46,21 @@ extern "C" {
 
 /* host loss: EVENT HOST_LOST after this long without a valid host frame */
 #define CM_HOST_LOST_US 5000000uL
-/* stuck sensor: bit-identical counts while the pump runs for this long */
-#define CM_STUCK_US 5000000uL
-/* out-of-range fault clears after this many consecutive good readings */
-#define CM_FAULT_CLEAR_SAMPLES 4u
-/* valid sensor output window, fraction of the supply in Q16 (2 % .. 97 %):
- * the MPXV6115V spans 0.04 Vs (-115 kPa) .. 0.92 Vs (0 kPa); a cut wire
- * with the documented pull-down reads 0, a short to the supply full scale */
-#define CM_RATIO_MIN_Q16 1311u
-#define CM_RATIO_MAX_Q16 63570u
+/* Sensor checks (the same defaults as the simulator's model of them,
+ * sim/sensor.py SensorParams):
+ * - out of range: untared, uncalibrated suction outside -3.00 .. 100.00 kPa
+ *   (the MPXV6115V's rails, a cut wire with its pull-down, a short to 5 V
+ *   all land outside);
+ * - stuck: bit-identical counts for 1 s of samples (at least 20) while the
+ *   pump is driven (the simulator counts them with the pump off too);
+ * - a fault clears after 0.5 s of samples (at least 1) without a fault sign. */
+#define CM_RANGE_LOW (-300)
+#define CM_RANGE_HIGH 10000
+#define CM_STUCK_MIN_SAMPLES 20u
+#define CM_STUCK_S_NUM 1u   /* stuck after rate * NUM / DEN samples */
+#define CM_STUCK_S_DEN 1u
+#define CM_CLEAR_S_NUM 1u   /* clear after rate * NUM / DEN samples */
+#define CM_CLEAR_S_DEN 2u
 /* OVERRUN events at most once per second */
 #define CM_OVERRUN_REPORT_US 1000000uL
 
@@ -104,23 +110,20 @@ uint8_t cm_hal_eeprom_write(void *hal, uint16_t addr, uint8_t value);
 #define CM_CUP_PUMP 0x02u
 #define CM_CUP_VALVE_OPEN 0x04u
 #define CM_CUP_INTERLOCK 0x08u
-#define CM_CUP_FAULT_RANGE 0x10u
-#define CM_CUP_FAULT_STUCK 0x20u
-#define CM_CUP_STUCK_RUN 0x40u
+#define CM_CUP_FAULT 0x10u
 #define CM_CUP_CAL 0x80u
-#define CM_CUP_FAULT (CM_CUP_FAULT_RANGE | CM_CUP_FAULT_STUCK)
 
 typedef struct {
     float c0, c1, c2;        /* calibration, kPa: c0 + c1*x + c2*x^2 */
-    uint32_t stuck_since_us; /* start of the current pump-on identical run */
     int16_t low, high;       /* target band, 0.01 kPa suction */
     int16_t tare;            /* subtracted after calibration, 0.01 kPa */
     int16_t reading;         /* last suction sent, 0.01 kPa, or CM_NO_READING */
     int16_t untared;         /* last calibrated reading before tare */
     uint16_t last_counts;
+    uint16_t same_run;       /* repeats of last_counts (0: it just changed) */
+    uint16_t clean_run;      /* samples without a fault sign while faulted */
     uint8_t flags;           /* CM_CUP_* */
     uint8_t ee_flags;        /* CM_EE_FLAG_* of the stored record */
-    uint8_t good_run;        /* consecutive in-range readings while faulted */
 } cm_cup_t;
 
 typedef struct {
@@ -143,6 +146,8 @@ typedef struct cm_dev {
     uint16_t period_rem;     /* 1e6 % rate, spread by rem_acc */
     uint16_t rem_acc;
     uint16_t rate_hz;
+    uint16_t stuck_n;        /* samples of identical counts that mean "stuck" */
+    uint16_t clear_n;        /* clean samples that clear a sensor fault */
     uint16_t tx_seq;
     uint16_t overrun;        /* samples not sent since the last report */
     uint16_t last_seq;       /* last executed command: seq, type, payload CRC */
