@@ -81,6 +81,16 @@ class DecodeResult:
     blocks: list[SampleBlock] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
 
+    def ordered(self) -> list[SampleBlock | Message]:
+        """Everything in the order to publish it: INFO/ACK/NACK/commands, then
+        the blocks, then device EVENTs. An event must never overtake the samples
+        taken before it (a checker would see an interlock trip, then older
+        samples without the INTERLOCK bit); samples carry their own status
+        bits, so an event a chunk late is harmless."""
+        head = [m for m in self.messages if not isinstance(m, DeviceEvent)]
+        tail = [m for m in self.messages if isinstance(m, DeviceEvent)]
+        return [*head, *self.blocks, *tail]
+
 
 class Decoder:
     """Decode a byte stream of wire protocol v1 frames or serial-plotter text.

@@ -38,7 +38,7 @@ from .errors import (
     classify_open_error,
 )
 from .listener import Notifier
-from .messages import Ack, DeviceInfo, LinkState, LinkStats, Nack
+from .messages import Ack, DeviceInfo, LinkState, LinkStats, Nack, SampleBlock
 from .protocol import ACK_ATTEMPTS, ACK_TIMEOUT_S, DEFAULT_BAUD, MsgType
 from .source import CommandTracker, Source
 
@@ -344,23 +344,23 @@ class SerialLink(Source):
         return n
 
     def _dispatch(self, res: DecodeResult) -> None:
-        for msg in res.messages:
-            if isinstance(msg, Command):
+        for item in res.ordered():
+            if isinstance(item, SampleBlock):
+                self._valid_seen = True
+                self.notifier.publish_block(item)
+                continue
+            if isinstance(item, Command):
                 continue  # our own frames echoed (loop://) or a confused peer
             self._valid_seen = True
-            if isinstance(msg, (Ack, Nack)):
-                pending = self._tracker.resolve(msg)
+            if isinstance(item, (Ack, Nack)):
+                pending = self._tracker.resolve(item)
                 if pending is not None and pending.internal:
                     continue  # GET_INFO on connect, keep-alive: not the listeners' business
-            self.notifier.publish_message(msg)
-            if isinstance(msg, DeviceInfo):
-                self._info = self._conn_info = msg
+            self.notifier.publish_message(item)
+            if isinstance(item, DeviceInfo):
+                self._info = self._conn_info = item
                 if not self._announced:
                     self._announce()
-        if res.blocks:
-            self._valid_seen = True
-        for block in res.blocks:
-            self.notifier.publish_block(block)
 
     def _announce(self) -> None:
         self._announced = True

@@ -293,22 +293,23 @@ class CaptureReplaySource(_ReplaySource):
                     host = host0 + (0.0 if t_first is None else t_last - t_first)
                 with self._stats_lock:
                     res = dec.feed(chunk, host)
-                for msg in res.messages:
-                    if isinstance(msg, Command):
-                        continue  # host->device frames in a two-way dump
-                    self.notifier.publish_message(msg)
-                    if isinstance(msg, DeviceInfo):
-                        self._info = msg
+                for item in res.ordered():
+                    if isinstance(item, SampleBlock):
                         if not self._announced:
                             self._announce()
-                if res.blocks and not self._announced:
-                    self._announce()
-                for block in res.blocks:
-                    if t_first is None:
-                        t_first = float(block.t[0])
-                    t_last = max(t_last, float(block.t[-1]))
-                    if not self._publish(block, pacer):
-                        return
+                        if t_first is None:
+                            t_first = float(item.t[0])
+                        t_last = max(t_last, float(item.t[-1]))
+                        if not self._publish(item, pacer):
+                            return
+                        continue
+                    if isinstance(item, Command):
+                        continue  # host->device frames in a two-way dump
+                    self.notifier.publish_message(item)
+                    if isinstance(item, DeviceInfo):
+                        self._info = item
+                        if not self._announced:
+                            self._announce()
         if not self._announced:
             self._announce()  # an empty or unreadable capture still connects, then closes
 
