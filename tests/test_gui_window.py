@@ -234,3 +234,22 @@ def test_the_built_in_simulator_end_to_end(qtbot, make_window):
     bar.connect_button.click()                                 # Disconnect
     qtbot.waitUntil(lambda: bar.connect_button.text() == "Connect", timeout=3000)
     assert win.source is None and bar.state_label.text() == "Disconnected"
+
+
+def test_a_capture_replays_through_the_same_window(qtbot, make_window, tmp_path):
+    """replay:FILE in the URL field replays a capture (here: bytes a simulated
+    device wrote) as fast as possible; at its end the window is ready to
+    connect again and keeps showing what was received."""
+    from sim.device import make_simulation
+    from sim.transports import write_capture
+
+    capture = tmp_path / "run.bin"
+    write_capture(make_simulation("normal", cups=2, rate_hz=100, duration_s=20.0), capture)
+    win = make_window()
+    win.connection.choose_url(f"replay:{capture}")
+    win.connection.connect_button.click()
+    qtbot.waitUntil(lambda: win.connection.connect_button.text() == "Connect"
+                    and win.buffer.span() is not None, timeout=10000)
+    assert win.buffer.span()[1] == pytest.approx(20.0, abs=0.05)
+    assert win.connection.state_label.text() == "Disconnected"
+    assert win.connection.error_text == ""

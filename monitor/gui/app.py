@@ -18,7 +18,7 @@ from firmware_bridge.protocol import DEFAULT_BAUD
 from firmware_bridge.source import Source
 from monitor.config import MonitorConfig, load_config
 
-from .main_window import MainWindow, SourceFactory
+from .main_window import REPLAY_PREFIX, MainWindow, SourceFactory
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def render_screenshot(url: str | None, path: str | Path, after_s: float = 5.0, *
     win.show()
     try:
         if source is not None:
+            win.connection.choose_url(url or "")
             ok = win.attach_source(source, url or "replay")
         else:
             assert url is not None, "give a url or a source"
@@ -128,7 +129,12 @@ def run_gui(args: argparse.Namespace) -> int:
     app = ensure_app()
     from monitor.sources import open_source, sim_url
 
-    label = sim_url(spec) if spec.sim else (spec.port or spec.describe())
+    if spec.sim:
+        label = sim_url(spec)
+    elif spec.port:
+        label = spec.port
+    else:  # the connection bar can reopen it: replay:ID|PATH
+        label = f"{REPLAY_PREFIX}{spec.replay}"
     screenshot = getattr(args, "screenshot", None)
     if screenshot:
         src = open_source(spec) if spec.replay is not None else None

@@ -94,7 +94,8 @@ class ConnectionBar(QtWidgets.QWidget):
             self.rate_box.addItem(f"{r} Hz", r)
         self.rate_box.setCurrentIndex(SIM_RATES.index(100))
         self.url_edit = QtWidgets.QLineEdit()
-        self.url_edit.setPlaceholderText("/dev/ttyACM0, COM3, socket://host:port, rfc2217://…, sim://…")
+        self.url_edit.setPlaceholderText(
+            "/dev/ttyACM0, COM3, socket://host:port, rfc2217://…, sim://…, replay:FILE|ID")
         self.url_edit.setToolTip("What will be opened: a device path or any pyserial URL")
         self.connect_button = QtWidgets.QPushButton("Connect")
         self.connect_button.setDefault(True)

@@ -45,8 +45,16 @@ PANEL_EVERY = 5          # device panel every 5th UI tick (2 Hz)
 LIVE_KEY = "F5"
 
 
+REPLAY_PREFIX = "replay:"
+
+
 def default_source_factory(url: str) -> Source:
-    """A SerialLink on ``url`` (device path or pyserial URL; ``sim://`` is the simulator)."""
+    """A SerialLink on ``url`` (device path or pyserial URL; ``sim://`` is the
+    simulator), or ``replay:ID|PATH`` for a stored session or capture file."""
+    if url.startswith(REPLAY_PREFIX):
+        from monitor.replay import open_replay
+
+        return open_replay(url[len(REPLAY_PREFIX):].strip())
     if url.startswith("sim://"):
         import sim  # noqa: F401  (registers the sim:// handler with pyserial)
     from firmware_bridge.link import SerialLink
@@ -358,6 +366,12 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.statusBar().showMessage(msg.message)
             if msg.state is LinkState.ERROR and msg.message:
                 self.connection.show_error(msg.message)
+            if msg.state is LinkState.CLOSED and self.source is not None and not self.starting:
+                # The source ended by itself (end of a replay, a fatal link
+                # error): ready to connect again; what was received stays shown.
+                source, self.source = self.source, None
+                self._stop_source(source, wait=False)
+                self.connection.set_connected(False)
 
     def _show_snapshot(self, snap: MonitorSnapshot) -> None:
         self.tiles.show_cups(snap.cups, snap.alarms, self.unit)

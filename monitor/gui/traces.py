@@ -383,11 +383,13 @@ class TracePanel(QtWidgets.QWidget):
             for c in range(1, self._cups + 1):
                 off = self.row_offset(c)
                 lo, hi = self.band(c)
-                major.append((off + 0.5 * (lo + hi) * factor,
-                              f"Cup {c}" if self._cups <= 8 else f"{c}"))
-                if self._cups <= 6:  # tall rows have room for the band's numbers
+                name = f"Cup {c}" if self._cups <= 8 else f"{c}"
+                if self._cups <= 4:  # tall rows: the band's numbers, the name above them
+                    major.append((off + 0.9 * top, name))
                     minor += [(off + lo * factor, f"{lo * factor:.0f}"),
                               (off + hi * factor, f"{hi * factor:.0f}")]
+                else:
+                    major.append((off + 0.5 * (lo + hi) * factor, name))
                 self._add_rect(off + lo * factor, off + hi * factor, band=True)
                 if c < self._cups:
                     sep = off + top + 0.5 * (span - top - factor)
