@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,9 @@ def ensure_app() -> QtWidgets.QApplication:
     """The QApplication (created once, named so QSettings find their file)."""
     app = QtWidgets.QApplication.instance()
     if app is None:
+        # Qt Multimedia lists every codec library it cannot load on stderr; a
+        # missing sound card is reported in the window instead.
+        os.environ.setdefault("QT_LOGGING_RULES", "qt.multimedia.*=false")
         QtCore.QCoreApplication.setOrganizationName("cupmon")
         QtCore.QCoreApplication.setApplicationName("cupmon")
         app = QtWidgets.QApplication(sys.argv[:1])
@@ -143,6 +147,8 @@ def run_gui(args: argparse.Namespace) -> int:
         print(f"cupmon: screenshot saved to {out}", file=sys.stderr)
         return 0
     win = MainWindow(config)
+    if getattr(args, "unit", None):
+        win.set_unit(args.unit)  # the command line wins over the saved choice
     if not win.settings.contains("window/geometry"):
         win.resize(*SCREEN_SIZE)
     win.show()
