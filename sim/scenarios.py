@@ -64,6 +64,13 @@ COMMON_PARAMS: dict[str, tuple[object, str]] = {
     "hold_s": (math.inf, "each cup vented this long after its start (inf = never)"),
 }
 
+#: Parameters that take one value per cup ("a,b,c" or a sequence) as well as a number.
+PER_CUP_PARAMS = frozenset({
+    "cup_volume_ml", "tissue_ml_per_kpa", "pump_flow_l_min", "pump_max_kpa",
+    "seal_leak_l_min", "sensor_offset_kpa", "sensor_gain",
+})
+
+
 @dataclass(frozen=True)
 class Action:
     """Something that happens to a cup at a scripted time (0-based cup, -1 = all)."""
@@ -181,7 +188,8 @@ def _coerce(key: str, value: object, default: object) -> object:
             raise ValueError(f"{key}={value!r} is not an integer")
         return int(f)
     if isinstance(default, float):
-        if isinstance(value, str) and "," in value or isinstance(value, list | tuple):
+        if key in PER_CUP_PARAMS and (isinstance(value, str) and "," in value
+                                      or isinstance(value, list | tuple)):
             return value  # per-cup list, checked by per_cup()
         try:
             f = float(value)  # type: ignore[arg-type]
@@ -247,7 +255,7 @@ def _fault(s: Setup, actions: list[Action], name: str, t: float,
 def _seal_leaks(s: Setup) -> np.ndarray:
     spread = float(s.p["leak_spread"])
     u = s.rng(1).uniform(1.0 - spread, 1.0 + spread, s.cups)
-    return float(s.p["seal_leak_l_min"]) * u
+    return per_cup(s.p["seal_leak_l_min"], s.cups, "seal_leak_l_min") * u
 
 
 def _base(s: Setup, hold_s: float | None = None, skip_vent: tuple[int, ...] = ()
@@ -397,7 +405,7 @@ def _calibration_rig(s: Setup) -> Script:
 
 
 def _pump_test(s: Setup) -> Script:
-    sc = Script(cup_setup={"seal_leak_l_min": np.full(s.cups, float(s.p["test_leak_l_min"]))})
+    sc = Script(cup_setup={"seal_leak_l_min": per_cup(s.p["test_leak_l_min"], s.cups)})
     for c in range(s.cups):
         sc.actions.append(Action(0.0, c, "apply"))
     t_on = float(s.p["pump_on_at_s"])

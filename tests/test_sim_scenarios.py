@@ -72,6 +72,13 @@ def test_parameters_are_coerced_and_unknown_ones_refused():
         Simulation("slow_leak", leek_l_min=0.8)
     with pytest.raises(ValueError, match="not a number"):
         Simulation("slow_leak", leak_l_min="lots")
+    with pytest.raises(ValueError, match="not a number"):
+        Simulation("slow_leak", leak_l_min="0.1,0.2")
+    sim = Simulation("normal", cups=2, rate_hz=20, seal_leak_l_min="0.01,0.5", leak_spread=0.0,
+                     duration_s=60)
+    o = sim.advance_to(60.0)
+    duty = (o.status[o.t_s > 20.0] & Status.PUMP_ON).astype(bool).mean(axis=0)
+    assert duty[1] > 10 * duty[0]  # cup 2 leaks
     with pytest.raises(ValueError, match="2 values for 3 cups"):
         Simulation("normal", cups=3, sensor_gain="1.0,1.1")
     with pytest.raises(ValueError, match="unknown scenario"):
