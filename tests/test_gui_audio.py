@@ -84,3 +84,66 @@ def test_offscreen_ci_has_no_device_and_falls_back(qtbot):
     assert sound.note.startswith(NO_AUDIO_NOTE)
     sound.set_pattern("medium")
     sound.close()
+
+
+class FakeSink:
+    """Stands in for QAudioSink: a 1 s buffer that 'plays' when drained."""
+
+    size = 2 * SAMPLE_RATE
+
+    def __init__(self) -> None:
+        self.data, self.played, self.stopped, self.volume = bytearray(), 0, False, None
+
+    def setVolume(self, v: float) -> None:  # noqa: N802 (Qt name)
+        self.volume = v
+
+    def start(self):
+        return self
+
+    def error(self) -> int:
+        return 0
+
+    def bufferSize(self) -> int:  # noqa: N802
+        return self.size
+
+    def bytesFree(self) -> int:  # noqa: N802
+        return self.size - (len(self.data) - self.played)
+
+    def write(self, chunk: bytes) -> int:
+        self.data += chunk
+        return len(chunk)
+
+    def drain(self, n: int) -> None:
+        self.played = min(len(self.data), self.played + n)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_player_streams_the_pattern_in_a_loop_and_restarts_on_change(qtbot):
+    sinks: list[FakeSink] = []
+
+    def factory() -> FakeSink:
+        sinks.append(FakeSink())
+        return sinks[-1]
+
+    sound = AlarmSound(sink_factory=factory)
+    assert sound.available
+    high = render_pcm(PATTERNS["high"])
+    sound.set_pattern("high")
+    sink = sinks[0]
+    queued = len(sink.data)
+    assert 0 < queued <= int(0.25 * SAMPLE_RATE) * 2 + 2      # only ~0.25 s ahead
+    assert bytes(sink.data) == high[:queued]                    # from the first pulse
+    for _ in range(400):                                        # play > 1 period
+        sink.drain(4410)
+        sound._push()
+    n = len(sink.data)
+    assert n > len(high)
+    assert bytes(sink.data) == (high * (n // len(high) + 1))[:n]   # seamless loop
+    sound.set_pattern("medium")
+    assert sink.stopped and len(sinks) == 2                     # old sound cut at once
+    medium = render_pcm(PATTERNS["medium"])
+    assert bytes(sinks[1].data) == medium[:len(sinks[1].data)]
+    sound.set_pattern(None)
+    assert sinks[1].stopped and len(sinks) == 2

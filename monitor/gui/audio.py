@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050  # Hz; 5 harmonics of 880 Hz stay below 4.4 kHz
 NO_AUDIO_NOTE = "No audio device: alarms are visual only"
+QUEUE_S = 0.25  # audio kept queued in the sink, s
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +127,13 @@ class AlarmSound(QtCore.QObject):
 
     availabilityChanged = QtCore.Signal(bool)
 
-    def __init__(self, parent: QtCore.QObject | None = None, enabled: bool = True) -> None:
+    def __init__(self, parent: QtCore.QObject | None = None, enabled: bool = True,
+                 sink_factory=None) -> None:
+        """``sink_factory()``: returns a sink with the QAudioSink calls used
+        here (start, bufferSize, bytesFree, stop, error, setVolume); for tests.
+        By default the system's default output is used, if there is one."""
         super().__init__(parent)
+        self._sink_factory = sink_factory
         self._pattern: str | None = None
         self._pcm: dict[str, bytes] = {}
         self._pos = 0
@@ -138,9 +144,11 @@ class AlarmSound(QtCore.QObject):
         self.available = False
         self.note = NO_AUDIO_NOTE
         self._feed = QtCore.QTimer(self)
-        self._feed.setInterval(40)  # keep ~0.2 s queued: a stop is heard within that
+        self._feed.setInterval(40)  # refill well before QUEUE_S runs out
         self._feed.timeout.connect(self._push)
-        if enabled:
+        if sink_factory is not None:
+            self.available, self.note = True, "Alarm sound: test sink"
+        elif enabled:
             self._open()
 
     @property
@@ -184,12 +192,16 @@ class AlarmSound(QtCore.QObject):
         self._start_sink()
 
     def _start_sink(self) -> None:
-        from PySide6 import QtMultimedia as M
+        if self._sink_factory is not None:
+            self._sink, ok_error = self._sink_factory(), 0
+        else:
+            from PySide6 import QtMultimedia as M
 
-        self._sink = M.QAudioSink(self._device, self._format, self)
+            self._sink, ok_error = M.QAudioSink(self._device, self._format, self), \
+                M.QtAudio.Error.NoError
         self._sink.setVolume(0.8)
         self._io = self._sink.start()  # push mode: we write the tone as it plays
-        if self._io is None or self._sink.error() != M.QtAudio.Error.NoError:
+        if self._io is None or self._sink.error() != ok_error:
             log.warning("audio output failed: %s", self._sink.error())
             self._stop_sink()
             self.available = False
@@ -203,7 +215,10 @@ class AlarmSound(QtCore.QObject):
         if self._sink is None or self._io is None or self._pattern is None:
             return
         pcm = self._pcm[self._pattern]
-        free = min(self._sink.bytesFree(), int(0.2 * SAMPLE_RATE) * 2)
+        # Keep about QUEUE_S queued: enough to ride over a busy GUI thread,
+        # little enough that nothing stale plays long (a stop drops it anyway).
+        queued = self._sink.bufferSize() - self._sink.bytesFree()
+        free = min(self._sink.bytesFree(), int(QUEUE_S * SAMPLE_RATE) * 2 - queued)
         free -= free % 2
         while free > 0:
             chunk = pcm[self._pos:self._pos + free]
@@ -217,7 +232,8 @@ class AlarmSound(QtCore.QObject):
         self._feed.stop()
         if self._sink is not None:
             self._sink.stop()
-            self._sink.deleteLater()
+            if hasattr(self._sink, "deleteLater"):
+                self._sink.deleteLater()
         self._sink = self._io = None
 
     def close(self) -> None:
