@@ -25,7 +25,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from firmware_bridge.conditions import SIGNAL_LOSS, SIGNAL_LOSS_S, regulator_thresholds
+from firmware_bridge.conditions import (
+    DWELL_ADVISORY_S,
+    DWELL_EXCEEDED,
+    SIGNAL_LOSS,
+    SIGNAL_LOSS_S,
+    regulator_thresholds,
+)
 from firmware_bridge.messages import DeviceInfo
 from firmware_bridge.protocol import (
     MAX_CUPS,
@@ -189,7 +195,6 @@ class _Core:
         self.last_code = np.full(nc, -2, dtype=np.int64)
         self.run = np.zeros(nc, dtype=np.int64)
         self.since = np.full(nc, 1 << 40, dtype=np.int64)
-        self.last_reading = np.full(nc, np.nan)
         # actions per cup: [(t_us, order, kind, value)], consumed from the front
         self.actions: list[list[tuple[int, int, str, object]]] = [[] for _ in range(nc)]
         where = {int(c): j for j, c in enumerate(ids)}
@@ -489,7 +494,6 @@ class _Core:
             self.run[cols] = run[j, q]
             self.since[cols] = since[j, q]
             self.F[cols] = F[j, q]
-            self.last_reading[cols] = reading[j, q]
             nxt[cols] = k[j, q] + 1
             if has.any():
                 hq = np.flatnonzero(has)
@@ -575,7 +579,6 @@ class Simulation:
         self.lost_windows = [(a, b) for a, b in self.script.lost]
         self._drop_rng = np.random.default_rng([self.seed, 4])
         self._drop_prev = False
-        self._ref_manual: float | None = None
         flags = InfoFlags.SIMULATED
         if self._core.cal_on_device:
             flags |= InfoFlags.CAL_ON_DEVICE
@@ -692,9 +695,8 @@ class Simulation:
         return [r for r in tracker.records() if r.t_start < end]
 
     def _scripted_dwell(self, c: int, end: float) -> list[TruthRecord]:
-        """dwell_exceeded of a cup whose REGULATING follows the script alone."""
-        from firmware_bridge.conditions import DWELL_ADVISORY_S, DWELL_EXCEEDED
-
+        """dwell_exceeded of a cup whose REGULATING follows the script alone
+        (same rule as ``SignalTruth``: due at or before the last sample)."""
         out, since = [], None
         acts = sorted((a for a in self.script.actions if a.cup in (c, -1)), key=lambda a: a.t)
         spans = []
@@ -706,9 +708,11 @@ class Simulation:
                 since = None
         if since is not None:
             spans.append((since, None))
+        g = self._grid
+        last = float(g.us(int(g.k_at(int(round(end * _US)))) - 1)) * 1e-6
         for a, b in spans:
             due = a + DWELL_ADVISORY_S
-            if due < end and (b is None or b > due):
+            if due <= last and (b is None or b > due):
                 out.append(TruthRecord(c + 1, DWELL_EXCEEDED, due, None if b is None or b >= end
                                        else b))
         return out
@@ -827,7 +831,6 @@ class Simulation:
             core.actions[j] = [a for a in core.actions[j] if a[2] not in ("rig",)]
             core.act_us[j] = core.actions[j][0][0] if core.actions[j] else _NEVER
             core.rig[j], core.rig_set[j] = True, kpa
-        self._ref_manual = kpa
         self._reanchor(np.arange(core.nc))
 
     @property
