@@ -86,36 +86,43 @@ def _flags(max_cups: int) -> tuple[str, ...]:
     return (*CFLAGS, f"-DCM_MAX_CUPS={max_cups}")
 
 
-def _build_key(cc: str, flags: tuple[str, ...]) -> str:
+def _build_key(cc: str, flags: tuple[str, ...], firmware_dir: Path = FIRMWARE_DIR) -> str:
     h = hashlib.sha256()
     h.update(cc.encode())
     h.update("\0".join(flags).encode())
     for rel in SOURCES + HEADERS:
         h.update(rel.encode())
-        h.update((FIRMWARE_DIR / rel).read_bytes())
+        try:
+            h.update((firmware_dir / rel).read_bytes())
+        except OSError as e:
+            raise FirmwareBuildError(f"{firmware_dir} is not a firmware source tree: "
+                                     f"{rel}: {e.strerror or e}") from None
     return h.hexdigest()[:16]
 
 
 def build_library(force: bool = False, out_dir: Path | None = None,
-                  max_cups: int = HOST_MAX_CUPS) -> Path:
+                  max_cups: int = HOST_MAX_CUPS, firmware_dir: Path | None = None) -> Path:
     """Compile the core and the host board into a shared library; return its path.
 
     ``max_cups`` is the core's CM_MAX_CUPS (16 on the host; 4 reproduces the
     Uno's buffer sizes). Rebuilds only when the sources, the flags or the
     compiler changed. Safe to call from several processes at once (each
     compiles to its own temporary name and renames atomically).
+    ``firmware_dir``: another firmware source tree with the same layout
+    (``cupmon/cm_core.c``, ``host/cm_host.c``); default: this package's.
     """
+    firmware_dir = Path(firmware_dir) if firmware_dir is not None else FIRMWARE_DIR
     cc = compiler()
     if not cc:
         raise FirmwareBuildError("no C compiler found (set CC or install gcc)")
     out_dir = Path(out_dir) if out_dir is not None else build_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     flags = _flags(max_cups)
-    lib = out_dir / f"{LIB_STEM}{max_cups}-{_build_key(cc, flags)}.so"
+    lib = out_dir / f"{LIB_STEM}{max_cups}-{_build_key(cc, flags, firmware_dir)}.so"
     if lib.exists() and not force:
         return lib
     tmp = out_dir / f".{lib.name}.{os.getpid()}.tmp"
-    cmd = [cc, *flags, "-o", str(tmp), *(str(FIRMWARE_DIR / s) for s in SOURCES)]
+    cmd = [cc, *flags, "-o", str(tmp), *(str(firmware_dir / s) for s in SOURCES)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -196,25 +203,49 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "cm_host_outputs": (None, [ctypes.c_void_p, _u8p, _u8p, ctypes.c_uint32]),
     "cm_host_next_sample_us": (ctypes.c_uint32, [ctypes.c_void_p]),
     "cm_host_set_tx_room": (None, [ctypes.c_void_p, ctypes.c_uint32]),
+    "cm_host_local": (ctypes.c_uint8, [ctypes.c_void_p, ctypes.c_uint8, ctypes.c_char_p,
+                                       ctypes.c_uint8]),
+    "cm_host_rate_hz": (ctypes.c_uint32, [ctypes.c_void_p]),
     "cm_host_set_eeprom_fail": (None, [ctypes.c_void_p, ctypes.c_uint8]),
     "cm_host_out_dropped": (ctypes.c_uint32, [ctypes.c_void_p]),
     "cm_host_eeprom_writes": (ctypes.c_uint32, [ctypes.c_void_p]),
 }
 
 
+def load_library(max_cups: int = HOST_MAX_CUPS,
+                 firmware: str | os.PathLike | None = None) -> ctypes.CDLL:
+    """Build (if needed) and load a core; one handle per build per process.
+
+    ``firmware``: None for this package's sources; a directory: a firmware
+    source tree to build (same layout); a file: a shared library already
+    built (by :func:`build_library`, or anything exporting the ``cm_host_*``
+    API), used as it is, whatever its ``max_cups``.
+    """
+    if firmware is None:
+        return _load(str(build_library(max_cups=max_cups)), max_cups)
+    path = Path(firmware).expanduser().resolve()
+    if path.is_dir():
+        return _load(str(build_library(max_cups=max_cups, firmware_dir=path)), max_cups)
+    if path.is_file():
+        return _load(str(path), None)
+    raise FirmwareBuildError(f"{firmware}: no such firmware directory or library")
+
+
 @functools.cache
-def load_library(max_cups: int = HOST_MAX_CUPS) -> ctypes.CDLL:
-    """Build (if needed) and load the core; one handle per ``max_cups`` per process."""
-    path = build_library(max_cups=max_cups)
+def _load(path: str, max_cups: int | None) -> ctypes.CDLL:
     try:
-        lib = ctypes.CDLL(str(path))
+        lib = ctypes.CDLL(path)
     except OSError as e:
         raise FirmwareBuildError(f"cannot load {path}: {e}") from e
     for name, (restype, argtypes) in _SIGNATURES.items():
-        fn = getattr(lib, name)
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise FirmwareBuildError(f"{path} is not a cupmon host firmware library "
+                                     f"(no {name})") from None
         fn.restype = restype
         fn.argtypes = argtypes
-    if lib.cm_host_max_cups() != max_cups:
+    if max_cups is not None and lib.cm_host_max_cups() != max_cups:
         raise FirmwareBuildError(f"{path} was built for {lib.cm_host_max_cups()} cups")
     return lib
 
@@ -270,7 +301,8 @@ class CoreDevice:
     """One instance of the C core on the in-memory host board.
 
     ``max_cups`` picks the build (CM_MAX_CUPS): 16 by default, 4 for the
-    buffer sizes of the Uno image.
+    buffer sizes of the Uno image; ``firmware`` another source tree or
+    library (see :func:`load_library`).
 
     Time is the device clock in microseconds (u32, wraps). Nothing runs by
     itself: call :meth:`step` (or :meth:`set_time`/:meth:`set_adc`/:meth:`poll`)
@@ -280,12 +312,14 @@ class CoreDevice:
     def __init__(self, cups: int = 4, *, serial: str = "CUPMON-C", adc_bits: int = 10,
                  sensor_model: int = 1, info_flags: int = 0, reset_cause: int = 0,
                  eeprom: bytes | None = None, t_us: int = 0,
-                 max_cups: int = HOST_MAX_CUPS, record: bool = False) -> None:
-        if not 1 <= cups <= max_cups:
-            raise ValueError(f"cups must be 1..{max_cups}")
+                 max_cups: int = HOST_MAX_CUPS, record: bool = False,
+                 firmware: str | os.PathLike | None = None) -> None:
         if not 8 <= adc_bits <= 16:
             raise ValueError("adc_bits must be 8..16")
-        self._lib = load_library(max_cups)
+        self._lib = load_library(max_cups, firmware)
+        built_for = int(self._lib.cm_host_max_cups())
+        if not 1 <= cups <= built_for:
+            raise ValueError(f"cups must be 1..{built_for} for this firmware build")
         self.cups = cups
         self.adc_bits = adc_bits
         self._cfg = (serial.encode("ascii")[:16], cups, adc_bits, sensor_model, info_flags)
@@ -352,6 +386,15 @@ class CoreDevice:
             self._lib.cm_host_rx(self._h, data, len(data))
             self._drain()
 
+    def local(self, msg_type: int, payload: bytes = b"") -> int | None:
+        """A command from a local control (no reply on the wire): None if it was
+        executed, else the NACK reason."""
+        payload = bytes(payload)
+        self._rec(b"L", bytes([msg_type, len(payload)]) + payload)
+        reason = int(self._lib.cm_host_local(self._h, msg_type, payload, len(payload)))
+        self._drain()
+        return reason or None
+
     # -- outputs ----------------------------------------------------------------
 
     def read(self) -> bytes:
@@ -367,6 +410,11 @@ class CoreDevice:
         self._lib.cm_host_outputs(self._h, self._pump, self._valve, self.cups)
         return (np.frombuffer(self._pump, dtype=np.uint8).astype(bool),
                 np.frombuffer(self._valve, dtype=np.uint8).astype(bool))
+
+    @property
+    def rate_hz(self) -> int:
+        """The firmware's present sample rate, Hz."""
+        return int(self._lib.cm_host_rate_hz(self._h))
 
     @property
     def next_sample_us(self) -> int:

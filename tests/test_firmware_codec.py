@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_firmware_core import Bench, cal_payload, frame_bytes, mask_payload, parse, samples
+from test_firmware_core import (
+    Bench,
+    cal_payload,
+    counts_for_centi,
+    frame_bytes,
+    mask_payload,
+    parse,
+    samples,
+)
 
 from firmware_bridge import cfirmware
 from firmware_bridge.codec import Command, Decoder, decode_cal_data, encode_command
@@ -112,7 +120,7 @@ def test_c_device_reproduces_the_event_vectors():
     assert b.frames[1].payload == payload_of(VECTORS["event_boot"])
     # INTERLOCK_TRIPPED on cup 3 at 30.12 kPa
     b = Bench(cups=4, bits=16)
-    counts = next(k for k in range(1 << 16) if cfirmware.counts_to_centi(k, 16) == 3012)
+    counts = counts_for_centi(16, 3012)
     b.run(0.05)
     b.override = np.array([cfirmware.mpxv6115v_counts(0.0, 16)] * 4)
     b.override[2] = counts

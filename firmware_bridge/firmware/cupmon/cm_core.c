@@ -748,6 +748,16 @@ static void execute(cm_dev_t *d, uint8_t type, const uint8_t *p, uint8_t len, ui
     }
 }
 
+uint8_t cm_local_command(cm_dev_t *d, uint8_t type, const uint8_t *payload, uint8_t len)
+{
+    cm_resp_t r;
+    execute(d, type, payload, len, cm_hal_micros(d->hal), &r);
+    if (r.type == CM_MSG_ACK) {
+        return 0u;
+    }
+    return r.data[0];
+}
+
 static void send_response(cm_dev_t *d, uint32_t now)
 {
     send(d, d->last_resp_type, now, d->last_resp, d->last_resp_len);

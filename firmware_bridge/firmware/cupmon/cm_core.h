@@ -175,6 +175,11 @@ void cm_rx_byte(cm_dev_t *d, uint8_t b);
 void cm_poll(cm_dev_t *d);
 /* Device time at which the next sample is due. */
 uint32_t cm_next_sample_us(const cm_dev_t *d);
+/* Execute a command from a local control (a front-panel button, a scripted
+ * practitioner in the simulator) as if the host had sent it, without a reply
+ * and without touching host presence or the retry memory. Returns 0 when it
+ * was executed, else the NACK reason. Events it raises are sent as usual. */
+uint8_t cm_local_command(cm_dev_t *d, uint8_t type, const uint8_t *payload, uint8_t len);
 
 /* ---- pure helpers (used by the core, exported for the host tests) ------- */
 

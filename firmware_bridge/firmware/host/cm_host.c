@@ -197,6 +197,16 @@ uint32_t cm_host_next_sample_us(const cm_host_t *h)
     return cm_next_sample_us(&h->dev);
 }
 
+uint8_t cm_host_local(cm_host_t *h, uint8_t type, const uint8_t *payload, uint8_t len)
+{
+    return cm_local_command(&h->dev, type, payload, len);
+}
+
+uint32_t cm_host_rate_hz(const cm_host_t *h)
+{
+    return h->dev.rate_hz;
+}
+
 void cm_host_set_tx_room(cm_host_t *h, uint32_t room)
 {
     h->tx_room = room;

@@ -15,6 +15,7 @@
  *   R u16 n, n bytes       bytes from the host
  *   X u32 room             UART room
  *   F u8 fail              EEPROM writes fail (1) or work (0)
+ *   L u8 type, u8 n, n bytes   a local command (cm_local_command)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ void cm_host_rx(cm_host_t *h, const uint8_t *data, uint32_t n);
 uint32_t cm_host_take(cm_host_t *h, uint8_t *buf, uint32_t cap);
 void cm_host_set_tx_room(cm_host_t *h, uint32_t room);
 void cm_host_set_eeprom_fail(cm_host_t *h, uint8_t fail);
+uint8_t cm_host_local(cm_host_t *h, uint8_t type, const uint8_t *payload, uint8_t len);
 uint32_t cm_host_out_dropped(const cm_host_t *h);
 
 static int get(void *p, size_t n)
@@ -136,6 +138,12 @@ int main(void)
                 return 2;
             }
             cm_host_set_eeprom_fail(h, b[0]);
+            break;
+        case 'L':
+            if (!get(b, 2) || !get(b + 2, b[1])) {
+                return 2;
+            }
+            (void)cm_host_local(h, b[0], b + 2, b[1]);
             break;
         default:
             fprintf(stderr, "cm_replay: bad record %d\n", c);
