@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -123,7 +124,8 @@ class SensorParams:
     def clear_samples(self, rate_hz: float) -> int:
         return max(1, int(round(self.fault_clear_s * rate_hz)))
 
-    def rail_codes(self) -> tuple[int, int]:
+    @cached_property
+    def rails(self) -> tuple[int, int]:
         """(low, high): codes at or beyond these read as saturated."""
         lo = adc_code(np.asarray(self.v_sat_low), self) + 2
         hi = adc_code(np.asarray(self.v_sat_high), self) - 2
@@ -146,7 +148,8 @@ def output_voltage(pressure: np.ndarray, t_s: np.ndarray, noise: np.ndarray,
     vs = params.supply_v
     if params.ripple:
         vs = vs * (1.0 + params.ripple * np.sin(2.0 * np.pi * params.ripple_hz * t_s + phase))
-    v = np.clip(vs * (tr.sens * pressure + tr.off), params.v_sat_low, params.v_sat_high)
+    v = np.minimum(np.maximum(vs * (tr.sens * pressure + tr.off), params.v_sat_low),
+                   params.v_sat_high)
     if params.noise_kpa:
         v = v + noise * (params.noise_kpa * tr.sens * params.supply_v)
     return v
@@ -155,7 +158,7 @@ def output_voltage(pressure: np.ndarray, t_s: np.ndarray, noise: np.ndarray,
 def adc_code(v: np.ndarray, params: SensorParams) -> np.ndarray:
     """ADC conversion, int64 codes 0 .. 2^bits - 1 (reference = nominal supply)."""
     n = params.levels
-    return np.clip(np.floor(v * (n / params.supply_v)), 0, n - 1).astype(np.int64)
+    return np.minimum(np.maximum(np.floor(v * (n / params.supply_v)), 0), n - 1).astype(np.int64)
 
 
 def code_pressure(code: np.ndarray, params: SensorParams) -> np.ndarray:
@@ -204,7 +207,7 @@ def inject(code: np.ndarray, fault: np.ndarray, stuck_code: np.ndarray, drop: np
 
 def range_flags(code: np.ndarray, raw: np.ndarray, params: SensorParams) -> np.ndarray:
     """Saturated or out-of-range readings (firmware check), bool like code."""
-    lo, hi = params.rail_codes()
+    lo, hi = params.rails
     sat = (code >= hi) | ((code >= 0) & (code <= lo))
     with np.errstate(invalid="ignore"):
         oor = (raw < params.range_low_kpa) | (raw > params.range_high_kpa)
