@@ -415,8 +415,9 @@ def _pump_test(s: Setup) -> Script:
     return sc
 
 
-def _cup_param(doc: str = "the cup the fault hits, 1-based (clipped to the cup count)"):
-    return ("cup", (2, doc))
+def _with_cup(own: dict[str, tuple[object, str]]) -> dict[str, tuple[object, str]]:
+    """A fault scenario's own parameters plus ``cup``."""
+    return {"cup": (2, "the cup the fault hits, 1-based (clipped to the cup count)"), **own}
 
 
 def _rig_duration(p: dict[str, object]) -> float:
@@ -430,34 +431,41 @@ SCENARIOS: dict[str, Scenario] = {sc.name: sc for sc in [
                                        "(< DWELL_ADVISORY_S, so the truth stays empty)")},
              _normal),
     Scenario("slow_leak", "a cup's seal starts leaking: the pump keeps topping it up",
-             90.0, dict([_cup_param(), ("fault_at_s", (30.0, "leak starts at, s")),
-                         ("leak_l_min", (0.5, "added leak conductance, L/min"))]),
+             90.0, _with_cup({
+                 "fault_at_s": (30.0, "leak starts at, s"),
+                 "leak_l_min": (0.5, "added leak conductance, L/min")}),
              _slow_leak),
     Scenario("cup_detached", "a cup loses its seal: suction collapses, the pump runs on",
-             60.0, dict([_cup_param(), ("fault_at_s", (30.0, "seal lost at, s"))]), _cup_detached),
+             60.0, _with_cup({
+                 "fault_at_s": (30.0, "seal lost at, s")}), _cup_detached),
     Scenario("over_suction", "a cup's pump driver sticks on: suction climbs until the interlock vents",
-             60.0, dict([_cup_param(), ("fault_at_s", (30.0, "driver sticks on at, s")),
-                         ("stuck_flow_fraction",
-                          (0.15, "pump speed while stuck (PWM duty; 1 = full, interlock in <1 s)"))]),
+             60.0, _with_cup({
+                 "fault_at_s": (30.0, "driver sticks on at, s"),
+                 "stuck_flow_fraction": (
+                     0.15, "pump speed while stuck (PWM duty; 1 = full, interlock in <1 s)")}),
              _over_suction),
     Scenario("under_suction", "a cup's worn pump plateaus below the band",
-             60.0, dict([_cup_param(), ("weak_flow_l_min", (1.0, "worn pump free flow, L/min")),
-                         ("weak_max_kpa", (16.0, "worn pump maximum suction, kPa"))]),
+             60.0, _with_cup({
+                 "weak_flow_l_min": (1.0, "worn pump free flow, L/min"),
+                 "weak_max_kpa": (16.0, "worn pump maximum suction, kPa")}),
              _under_suction),
     Scenario("pump_failure", "a cup's pump stops moving air while still driven; suction leaks away",
-             90.0, dict([_cup_param(), ("fault_at_s", (30.0, "pump fails at, s")),
-                         ("cup_leak_l_min", (0.1, "that cup's seal leak, L/min"))]),
+             90.0, _with_cup({
+                 "fault_at_s": (30.0, "pump fails at, s"),
+                 "cup_leak_l_min": (0.1, "that cup's seal leak, L/min")}),
              _pump_failure),
     Scenario("blocked_line", "a cup's hose blocks: the pump runs, the cup does not follow",
-             90.0, dict([_cup_param(), ("fault_at_s", (30.0, "line blocks at, s")),
-                         ("block_fraction", (1.0, "fraction of the pump's flow blocked")),
-                         ("cup_leak_l_min", (0.05, "that cup's seal leak, L/min"))]),
+             90.0, _with_cup({
+                 "fault_at_s": (30.0, "line blocks at, s"),
+                 "block_fraction": (1.0, "fraction of the pump's flow blocked"),
+                 "cup_leak_l_min": (0.05, "that cup's seal leak, L/min")}),
              _blocked_line),
     Scenario("sensor_fault", "a cup's pressure sensor fails (stuck, rail or dropout)",
-             60.0, dict([_cup_param(), ("fault_at_s", (30.0, "sensor fails at, s")),
-                         ("fault", ("stuck", "stuck, rail_high, rail_low or dropout")),
-                         ("fault_duration_s", (0.0, "fault lasts this long (0 = to the end), s")),
-                         ("dropout_rate", (1.0, "dropout: fraction of samples with no reading"))]),
+             60.0, _with_cup({
+                 "fault_at_s": (30.0, "sensor fails at, s"),
+                 "fault": ("stuck", "stuck, rail_high, rail_low or dropout"),
+                 "fault_duration_s": (0.0, "fault lasts this long (0 = to the end), s"),
+                 "dropout_rate": (1.0, "dropout: fraction of samples with no reading")}),
              _sensor_fault),
     Scenario("signal_loss", "the device falls silent for a few seconds, then resumes",
              60.0, {"fault_at_s": (30.0, "silence starts at, s"),
@@ -475,7 +483,7 @@ SCENARIOS: dict[str, Scenario] = {sc.name: sc for sc in [
                      "descent_at_s": (20.0, "descent starts at, s"),
                      "ambient_rate_kpa_s": (0.1, "ambient rise rate, kPa/s")}, _ambient_change),
     Scenario("dwell_exceeded", "one cup is left on past the 10-minute dwell advisory",
-             660.0, dict([_cup_param(), ("hold_s", (570.0, "the other cups are vented after, s"))]),
+             660.0, _with_cup({"hold_s": (570.0, "the other cups are vented after, s")}),
              _dwell_exceeded),
     Scenario("calibration_rig", "a bench chamber stepped 0-30-0 kPa for calibration; regulator off",
              5.0 + 13 * 10.0,
