@@ -192,7 +192,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "cm_host_reset": (None, [ctypes.c_void_p]),
     "cm_host_eeprom": (_u8p, [ctypes.c_void_p]),
     "cm_host_boot": (None, [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint8,
-                            ctypes.c_uint8, ctypes.c_uint8, ctypes.c_uint8, ctypes.c_uint8]),
+                            ctypes.c_uint8, ctypes.c_uint8, ctypes.c_uint8, ctypes.c_uint8,
+                            ctypes.c_uint16, ctypes.c_int16, ctypes.c_int16, ctypes.c_int16]),
     "cm_host_set_time": (None, [ctypes.c_void_p, ctypes.c_uint32]),
     "cm_host_set_adc": (None, [ctypes.c_void_p, _u16p, ctypes.c_uint32]),
     "cm_host_poll": (None, [ctypes.c_void_p]),
@@ -222,13 +223,20 @@ def load_library(max_cups: int = HOST_MAX_CUPS,
     API), used as it is, whatever its ``max_cups``.
     """
     if firmware is None:
-        return _load(str(build_library(max_cups=max_cups)), max_cups)
+        return _load(_built(max_cups, None), max_cups)
     path = Path(firmware).expanduser().resolve()
     if path.is_dir():
-        return _load(str(build_library(max_cups=max_cups, firmware_dir=path)), max_cups)
+        return _load(_built(max_cups, str(path)), max_cups)
     if path.is_file():
         return _load(str(path), None)
     raise FirmwareBuildError(f"{firmware}: no such firmware directory or library")
+
+
+@functools.cache
+def _built(max_cups: int, firmware_dir: str | None) -> str:
+    """Build once per process (sources are hashed on the first call only)."""
+    d = Path(firmware_dir) if firmware_dir is not None else None
+    return str(build_library(max_cups=max_cups, firmware_dir=d))
 
 
 @functools.cache
@@ -294,6 +302,11 @@ def mpxv6115v_counts(suction_kpa: float | np.ndarray, bits: int = 10) -> np.ndar
     return np.clip(np.rint(ratio * full), 0, full - 1).astype(np.uint16)
 
 
+def _centi(kpa: float) -> int:
+    """kPa -> int16 units of 0.01 kPa (the wire's suction unit)."""
+    return int(round(float(kpa) * 100))
+
+
 # --- a firmware instance ---------------------------------------------------------
 
 
@@ -313,7 +326,9 @@ class CoreDevice:
                  sensor_model: int = 1, info_flags: int = 0, reset_cause: int = 0,
                  eeprom: bytes | None = None, t_us: int = 0,
                  max_cups: int = HOST_MAX_CUPS, record: bool = False,
-                 firmware: str | os.PathLike | None = None) -> None:
+                 firmware: str | os.PathLike | None = None, rate_hz: int = 0,
+                 band_kpa: tuple[float, float] | None = None,
+                 limit_kpa: float | None = None) -> None:
         if not 8 <= adc_bits <= 16:
             raise ValueError("adc_bits must be 8..16")
         self._lib = load_library(max_cups, firmware)
@@ -322,7 +337,17 @@ class CoreDevice:
             raise ValueError(f"cups must be 1..{built_for} for this firmware build")
         self.cups = cups
         self.adc_bits = adc_bits
-        self._cfg = (serial.encode("ascii")[:16], cups, adc_bits, sensor_model, info_flags)
+        low, high = (0.0, 0.0) if band_kpa is None else band_kpa
+        settings = (int(rate_hz), _centi(low), _centi(high),
+                    0 if limit_kpa is None else _centi(limit_kpa))
+        if rate_hz and not 10 <= rate_hz <= 2000:
+            raise ValueError(f"rate {rate_hz} Hz is outside 10..2000")
+        if limit_kpa is not None and not 100 <= settings[3] <= 10000:
+            raise ValueError(f"limit {limit_kpa:g} kPa is outside 1..100")
+        if band_kpa is not None and not 0 <= settings[1] < settings[2] <= (settings[3] or 3000):
+            raise ValueError(f"band {low:g}..{high:g} kPa does not fit under the limit")
+        self._cfg = (serial.encode("ascii")[:16], cups, adc_bits, sensor_model, info_flags,
+                     settings)
         self._mem = ctypes.create_string_buffer(int(self._lib.cm_host_size()))
         self._h = ctypes.cast(self._mem, ctypes.c_void_p)
         self._counts = (ctypes.c_uint16 * cups)()
@@ -334,8 +359,8 @@ class CoreDevice:
         #: every byte the core sent
         self.script: bytearray | None = bytearray() if record else None
         self.sent = bytearray()
-        self._rec(b"C", struct.pack("<BBBB16s", cups, adc_bits, sensor_model, info_flags,
-                                    self._cfg[0]))
+        self._rec(b"C", struct.pack("<BBBB16sHhhh", cups, adc_bits, sensor_model, info_flags,
+                                    self._cfg[0], *settings))
         self._lib.cm_host_reset(self._h)
         if eeprom is not None:
             self.eeprom = eeprom
@@ -345,10 +370,10 @@ class CoreDevice:
 
     def boot(self, t_us: int = 0, reset_cause: int = 0) -> None:
         """Power-on (or reset): the core restarts; EEPROM contents survive."""
-        serial, cups, bits, model, flags = self._cfg
+        serial, cups, bits, model, flags, settings = self._cfg
         self._rec(b"B", struct.pack("<IB", t_us & 0xFFFFFFFF, reset_cause))
         self._lib.cm_host_boot(self._h, t_us & 0xFFFFFFFF, serial, cups, bits, model, flags,
-                               reset_cause)
+                               reset_cause, *settings)
         self._drain()
 
     # -- inputs -----------------------------------------------------------------

@@ -202,7 +202,10 @@ static cm_dev_t dev;
 
 int main(void)
 {
-    static const cm_config_t cfg = {CM_SERIAL, CM_CUPS, 10u, CM_SENSOR_MPXV6115V, 0u, 0u};
+    /* serial, cups, ADC bits, sensor, flags, reset cause, then rate, band and
+     * limit at power-on: 0 = the core's defaults (100 Hz, 20-25 kPa, 30 kPa) */
+    static const cm_config_t cfg = {CM_SERIAL, CM_CUPS, 10u, CM_SENSOR_MPXV6115V, 0u, 0u,
+                                    0u,        0,       0,   0};
     cm_config_t c = cfg;
     uint8_t i;
     /* reset cause for the BOOT event: MCUSR bits (1 power-on, 2 external,

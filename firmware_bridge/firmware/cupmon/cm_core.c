@@ -321,6 +321,7 @@ void cm_init(cm_dev_t *d, const cm_config_t *cfg, void *hal)
 {
     uint8_t i;
     uint32_t now;
+    int16_t low = CM_DEFAULT_LOW, high = CM_DEFAULT_HIGH;
     memset(d, 0, sizeof(*d));
     d->hal = hal;
     memcpy(d->serial, cfg->serial, 16);
@@ -328,12 +329,21 @@ void cm_init(cm_dev_t *d, const cm_config_t *cfg, void *hal)
     d->adc_bits = cfg->adc_bits < 8u ? 8u : (cfg->adc_bits > 16u ? 16u : cfg->adc_bits);
     d->sensor_model = cfg->sensor_model;
     d->info_flags = (uint8_t)(cfg->info_flags | CM_INFO_CAL_ON_DEVICE);
-    d->limit = CM_DEFAULT_LIMIT;
-    set_rate(d, CM_DEFAULT_RATE_HZ);
+    d->limit = (cfg->limit >= CM_LIMIT_MIN && cfg->limit <= CM_LIMIT_MAX) ? cfg->limit
+                                                                          : CM_DEFAULT_LIMIT;
+    if (cfg->band_low >= 0 && cfg->band_low < cfg->band_high && cfg->band_high <= d->limit) {
+        low = cfg->band_low;
+        high = cfg->band_high;
+    } else if (CM_DEFAULT_HIGH > d->limit) {
+        d->limit = CM_DEFAULT_LIMIT; /* a limit under the default band: keep both default */
+    }
+    set_rate(d, (cfg->rate_hz >= CM_MIN_RATE_HZ && cfg->rate_hz <= CM_MAX_RATE_HZ)
+                    ? cfg->rate_hz
+                    : CM_DEFAULT_RATE_HZ);
     for (i = 0; i < d->n_cups; i++) {
         cm_cup_t *c = &d->cup[i];
-        c->low = CM_DEFAULT_LOW;
-        c->high = CM_DEFAULT_HIGH;
+        c->low = low;
+        c->high = high;
         c->reading = CM_NO_READING;
         c->untared = CM_NO_READING;
         c->flags = CM_CUP_VALVE_OPEN; /* idle: pump off, cup vented */

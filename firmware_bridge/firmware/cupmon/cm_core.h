@@ -133,6 +133,11 @@ typedef struct {
     uint8_t sensor_model; /* CM_SENSOR_* */
     uint8_t info_flags;   /* CM_INFO_*; CAL_ON_DEVICE is always added */
     uint8_t reset_cause;  /* value of the BOOT event */
+    /* power-on settings of this board; 0 (or invalid) = the defaults above */
+    uint16_t rate_hz;     /* 10..2000 */
+    int16_t band_low;     /* 0.01 kPa; needs 0 <= low < high <= limit */
+    int16_t band_high;
+    int16_t limit;        /* CM_LIMIT_MIN..CM_LIMIT_MAX */
 } cm_config_t;
 
 typedef struct cm_dev {

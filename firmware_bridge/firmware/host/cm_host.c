@@ -117,7 +117,8 @@ uint8_t *cm_host_eeprom(cm_host_t *h)
 
 /* Power-on: the core boots with the EEPROM as it is now. */
 void cm_host_boot(cm_host_t *h, uint32_t now_us, const char *serial, uint8_t n_cups,
-                  uint8_t adc_bits, uint8_t sensor_model, uint8_t info_flags, uint8_t reset_cause)
+                  uint8_t adc_bits, uint8_t sensor_model, uint8_t info_flags, uint8_t reset_cause,
+                  uint16_t rate_hz, int16_t band_low, int16_t band_high, int16_t limit)
 {
     cm_config_t cfg;
     uint32_t i;
@@ -130,6 +131,10 @@ void cm_host_boot(cm_host_t *h, uint32_t now_us, const char *serial, uint8_t n_c
     cfg.sensor_model = sensor_model;
     cfg.info_flags = info_flags;
     cfg.reset_cause = reset_cause;
+    cfg.rate_hz = rate_hz;
+    cfg.band_low = band_low;
+    cfg.band_high = band_high;
+    cfg.limit = limit;
     h->now = now_us;
     cm_init(&h->dev, &cfg, h);
 }

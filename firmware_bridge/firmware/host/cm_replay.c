@@ -6,7 +6,8 @@
  * device image are checked for memory errors on the host.
  *
  * Script records (little-endian), one letter each:
- *   C u8 cups, u8 adc_bits, u8 model, u8 flags, 16 serial   config (first)
+ *   C u8 cups, u8 adc_bits, u8 model, u8 flags, 16 serial,
+ *     u16 rate, i16 band low, i16 band high, i16 limit         config (first)
  *   W u16 n, n bytes       EEPROM contents from address 0
  *   B u32 t, u8 cause      boot at time t
  *   S u32 t                set the clock
@@ -30,7 +31,8 @@ void cm_host_reset(cm_host_t *h);
 uint8_t *cm_host_eeprom(cm_host_t *h);
 uint32_t cm_host_eeprom_size(void);
 void cm_host_boot(cm_host_t *h, uint32_t now_us, const char *serial, uint8_t n_cups,
-                  uint8_t adc_bits, uint8_t sensor_model, uint8_t info_flags, uint8_t reset_cause);
+                  uint8_t adc_bits, uint8_t sensor_model, uint8_t info_flags, uint8_t reset_cause,
+                  uint16_t rate_hz, int16_t band_low, int16_t band_high, int16_t limit);
 void cm_host_set_time(cm_host_t *h, uint32_t now_us);
 void cm_host_set_adc(cm_host_t *h, const uint16_t *counts, uint32_t n);
 void cm_host_poll(cm_host_t *h);
@@ -64,6 +66,7 @@ int main(void)
 {
     cm_host_t *h = (cm_host_t *)calloc(1, cm_host_size());
     uint8_t cfg[4] = {1, 10, 0, 0};
+    uint8_t set[8] = {0};
     char serial[17] = {0};
     int c;
     if (!h) {
@@ -76,7 +79,7 @@ int main(void)
         uint32_t n, i;
         switch (c) {
         case 'C':
-            if (!get(cfg, 4) || !get(serial, 16)) {
+            if (!get(cfg, 4) || !get(serial, 16) || !get(set, 8)) {
                 return 2;
             }
             break;
@@ -93,7 +96,9 @@ int main(void)
             if (!get(b, 5)) {
                 return 2;
             }
-            cm_host_boot(h, u32(b), serial, cfg[0], cfg[1], cfg[2], cfg[3], b[4]);
+            cm_host_boot(h, u32(b), serial, cfg[0], cfg[1], cfg[2], cfg[3], b[4],
+                         (uint16_t)(set[0] | (set[1] << 8)), (int16_t)(set[2] | (set[3] << 8)),
+                         (int16_t)(set[4] | (set[5] << 8)), (int16_t)(set[6] | (set[7] << 8)));
             break;
         case 'S':
             if (!get(b, 4)) {
