@@ -60,6 +60,10 @@ _WRAP = 1 << 32
 _NOISE_BLOCK = 4096
 #: Isolated dropped frames keep this far (s) from a loss window (as the engine).
 _DROP_GUARD_S = 0.5
+#: With a changing ambient a segment lasts at most this long (s), as in the engine.
+_AMBIENT_STEP_S = 1.0
+#: "Never", µs.
+_NEVER = 1 << 50
 #: Without an interlock fitted the firmware's limit goes to its maximum.
 _NO_INTERLOCK_LIMIT_KPA = 100.0
 
@@ -186,13 +190,18 @@ class FirmwareDevice:
         self._t_next = t0_us           # unwrapped time of the next sample
         self._pending = bytearray(self._link(self.core.read(), t0_us * 1e-6,  # INFO, BOOT
                                              allow_drop=False))
-        # physics state, anchored at the first sample
+        # physics: per cup a segment (anchor + constant coefficients), as the engine
         amb0 = float(self._ambient(t0_us * 1e-6))
-        self._anc_us = t0_us
+        self._amb_varies = bool(np.ptp(self._amb_p) > 0)
+        self._anc_us = np.full(cups, t0_us, dtype=np.int64)
         self._amb_a = np.full(cups, amb0)
         self._p_a = np.full(cups, amb0)
         self._y_a = np.zeros(cups)
-        self._coefficients()
+        self._lam = np.zeros(cups)
+        self._peq = self._p_a.copy()
+        self._lgain = np.ones(cups)
+        self._seg_us = np.zeros(cups, dtype=np.int64)
+        self._coefficients(np.arange(cups))
         self.true_suction = np.zeros(cups)  #: at the last sample, kPa (reference gauge)
 
     # -- ByteDevice ------------------------------------------------------------------
@@ -246,19 +255,20 @@ class FirmwareDevice:
     def _tick(self) -> bytes:
         t_us = self._t_next
         t_s = t_us * 1e-6
-        # physics from the last anchor to this sample
-        dt = (t_us - self._anc_us) * 1e-6
-        amb = float(self._ambient(t_s))
-        e1 = np.exp(-self._lam * dt)
-        p = self._peq + (self._p_a - self._peq) * e1
-        y = physics.lagged(self._y_a, self._amb_a - self._peq, -(self._p_a - self._peq),
-                           self._lam, self._lgain, self.sp.lag_s, dt, e1) + (amb - self._amb_a)
+        # segments that ran out before this sample end where they ran out
+        expired = np.flatnonzero(self._seg_us <= t_us)
+        while expired.size:
+            self._anchor(expired, self._seg_us[expired])
+            expired = np.flatnonzero(self._seg_us <= t_us)
+        p, y, amb = self._state_at(np.full(self.cups, t_us, dtype=np.int64))
         self.true_suction = amb - p
-        # the script: what is due at this sample
+        # the script: what is due at this sample (acts from this sample on)
+        touched = np.zeros(self.cups, dtype=bool)
         while self._ai < len(self._actions) and self._actions[self._ai][0] <= t_us:
             _, _, a = self._actions[self._ai]
             self._ai += 1
             self._act(a.cup, a.kind, a.value, t_us)
+            touched[:] |= (np.arange(self.cups) == a.cup) | (a.cup < 0)
         # sensor, ADC
         if self._ni >= self._noise.shape[0]:
             self._noise = np.stack([r.standard_normal(_NOISE_BLOCK) for r in self._noise_rng], 1)
@@ -267,7 +277,7 @@ class FirmwareDevice:
         noise, drop = self._noise[self._ni], self._drops[self._ni]
         self._ni += 1
         press = sensor.sensor_input(y, amb - y, self.s_gain, self.s_off, self.sp)
-        v = sensor.output_voltage(press, np.full(self.cups, t_s), noise, self.sp, self._phase)
+        v = sensor.output_voltage(press, t_s, noise, self.sp, self._phase)
         levels = self.sp.levels
         code = np.clip(np.rint(v * (levels / self.sp.supply_v)), 0, levels - 1).astype(np.int64)
         if self.fault.any():
@@ -276,33 +286,70 @@ class FirmwareDevice:
         self.last_code = code
         counts = np.where(code < 0, 0, code)  # no reading: the input floats to 0 V
         # the firmware's tick
-        self.pump, self.valve = self.core.step(t_us % _WRAP, counts)
+        pump, valve = self.core.step(t_us % _WRAP, counts)
+        touched |= (pump != self.pump) | (valve != self.valve)
+        self.pump, self.valve = pump, valve
         self.counters.samples += 1
         out = self._link(self.core.read(), t_s, allow_drop=True)
-        # re-anchor: the new outputs act from this sample on
-        self._anc_us = t_us
-        self._p_a, self._y_a = p, y
-        self._amb_a = np.full(self.cups, amb)
-        self._coefficients()
+        # a new segment where the outputs or the cup's condition changed
+        if touched.any():
+            cols = np.flatnonzero(touched)
+            self._set_anchor(cols, t_us, p[cols], y[cols], amb[cols])
         nxt = self.core.next_sample_us
         self._t_next = t_us + ((nxt - t_us) % _WRAP)
         return out
 
-    def _coefficients(self) -> None:
-        amb, pa = self._amb_a, self._p_a
-        k = np.where(self.rig, 0.0, self.kt)
-        cap = physics.capacitance(self.V0, k, amb, pa)
-        running = self.pump | self.stuck  # a stuck driver runs whatever the MCU says
-        flow = (self.flow * np.where(self.stuck, self.stuck_frac, 1.0) * (1.0 - self.block)
-                * ~self.dead)
-        s0, p_ult = physics.pump_terms(flow, self.smax, amb)
-        seal = np.where(self.applied & ~self.detached, self.seal + self.extra_leak, self.open_g)
-        g_in = seal + np.where(self.valve, self.valve_g, 0.0)
+    def _state_at(self, us: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(p kPa abs, lagged suction y kPa, ambient kPa) of every cup at ``us``."""
+        dt = (us - self._anc_us) * 1e-6
+        e1 = np.exp(-self._lam * dt)
+        p = self._peq + (self._p_a - self._peq) * e1
+        amb = np.interp(us * 1e-6, self._amb_t, self._amb_p) if self._amb_varies \
+            else np.full(self.cups, self._amb_p[0])
+        y = physics.lagged(self._y_a, self._amb_a - self._peq, -(self._p_a - self._peq),
+                           self._lam, self._lgain, self.sp.lag_s, dt, e1) + (amb - self._amb_a)
+        return p, y, amb
+
+    def _anchor(self, cols: np.ndarray, us: np.ndarray) -> None:
+        """New segments for ``cols`` starting at ``us`` (per cup)."""
+        when = self._anc_us.copy()
+        when[cols] = us
+        p, y, amb = self._state_at(when)
+        self._set_anchor(cols, us, p[cols], y[cols], amb[cols])
+
+    def _set_anchor(self, cols: np.ndarray, us, p: np.ndarray, y: np.ndarray,
+                    amb: np.ndarray) -> None:
+        self._anc_us[cols] = us
+        self._p_a[cols], self._y_a[cols], self._amb_a[cols] = p, y, amb
+        self._coefficients(cols)
+
+    def _coefficients(self, cols: np.ndarray) -> None:
+        amb, pa = self._amb_a[cols], self._p_a[cols]
+        rig = self.rig[cols]
+        k = np.where(rig, 0.0, self.kt[cols])
+        cap = physics.capacitance(self.V0[cols], k, amb, pa)
+        stuck = self.stuck[cols]
+        running = self.pump[cols] | stuck  # a stuck driver runs whatever the MCU says
+        flow = (self.flow[cols] * np.where(stuck, self.stuck_frac[cols], 1.0)
+                * (1.0 - self.block[cols]) * ~self.dead[cols])
+        s0, p_ult = physics.pump_terms(flow, self.smax[cols], amb)
+        seal = np.where(self.applied[cols] & ~self.detached[cols],
+                        self.seal[cols] + self.extra_leak[cols], self.open_g)
+        g_in = seal + np.where(self.valve[cols], self.valve_g, 0.0)
         lam, peq = physics.coefficients(cap, s0 * running, p_ult, g_in, amb, pa)
-        lam = np.where(self.rig, 1.0 / self.rig_tau, lam)
-        peq = np.where(self.rig, amb - self.rig_set, peq)
-        self._lam, self._peq = lam, peq
-        self._lgain = physics.lag_gain(lam, self.sp.lag_s)
+        # capacitance held at its value halfway through the segment (as the engine)
+        cap = physics.capacitance(self.V0[cols], k, amb,
+                                  physics.segment_midpoint(pa, peq, cap, k))
+        lam, peq = physics.coefficients(cap, s0 * running, p_ult, g_in, amb, pa)
+        lam = np.where(rig, 1.0 / self.rig_tau[cols], lam)
+        peq = np.where(rig, amb - self.rig_set[cols], peq)
+        self._lam[cols], self._peq[cols] = lam, peq
+        self._lgain[cols] = physics.lag_gain(lam, self.sp.lag_s)
+        lim = physics.segment_limit_s(pa, peq, lam, cap, k)
+        if self._amb_varies:
+            lim = np.minimum(lim, _AMBIENT_STEP_S)
+        lim_us = np.where(np.isfinite(lim), np.minimum(lim, 1e6) * _US, _NEVER)
+        self._seg_us[cols] = self._anc_us[cols] + np.maximum(lim_us, 1).astype(np.int64)
 
     def _ambient(self, t_s: float) -> float:
         if self._amb_p.size == 1:
