@@ -112,13 +112,14 @@ def build_device(sim, args: argparse.Namespace) -> ByteDevice:
 
 
 def _truth_lines(sim, end_s: float) -> Iterator[str]:
-    """Truth records of what the stream covers, ``t_end`` clipped to its end."""
+    """Truth records of the conditions that started within the stream (device
+    time < ``end_s``); ``t_end`` is null for one still holding at the end."""
     for rec in getattr(sim, "truth", ()):
         row = dict(rec.to_json())
-        if row.get("t_start") is None or row["t_start"] >= end_s:
+        if row["t_start"] >= end_s:
             continue
-        if row.get("t_end") is None or row["t_end"] > end_s:
-            row["t_end"] = round(end_s, 6)
+        if row["t_end"] is not None and row["t_end"] > end_s:
+            row["t_end"] = None
         yield json.dumps(row)
 
 
@@ -147,9 +148,9 @@ def _run(args: argparse.Namespace) -> int:
                               duration_s=args.duration, **params)
     except SimConfigError as exc:
         raise _UsageError(str(exc)) from None
-    duration = args.duration if args.duration is not None else sim.duration_s
-    if args.out and duration is None:
-        raise _UsageError(f"scenario {args.scenario!r} has no end of its own: --out needs --duration")
+    # A file ends with the scenario's own length; a live device runs until
+    # --duration or Ctrl-C (after the script the cups simply stay as they are).
+    duration = sim.duration_s if args.out else args.duration
     out = _open_for_writing(args.out, "output", "wb") if args.out else None
     truth = _open_for_writing(args.truth, "truth", "w") if args.truth else None
     device = build_device(sim, args)
@@ -163,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise _UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
             print(f"cupsim: {summary.line()}", file=sys.stderr)
-            end_s = device.t_s if stop.is_set() else summary.sim_s
+            end_s = device.t_s
         else:
             try:
                 if args.pty:
@@ -175,13 +176,14 @@ def _run(args: argparse.Namespace) -> int:
             except (TransportError, OSError) as exc:
                 raise _UsageError(str(exc)) from None
             print(first, flush=True)
+            start_s = device.t_s
             with _stop_on_signals(transport.stop):
                 transport.run()
             st = transport.stats
-            print(f"cupsim: {transport.pacer.cursor_s:.3f} s of device time, "
+            print(f"cupsim: {device.t_s - start_s:.3f} s of device time, "
                   f"{st.bytes_written} bytes written, {st.bytes_dropped} dropped "
                   f"(nobody reading)", file=sys.stderr)
-            end_s = transport.pacer.cursor_s
+            end_s = device.t_s
         if truth is not None:
             for line in _truth_lines(sim, end_s):
                 truth.write(line + "\n")

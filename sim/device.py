@@ -34,7 +34,6 @@ from firmware_bridge.codec import (
     encode_samples,
     encode_text_samples,
 )
-from firmware_bridge.conditions import SIGNAL_LOSS
 from firmware_bridge.protocol import (
     ALL_CUPS,
     MAX_CUPS,
@@ -337,25 +336,22 @@ class VirtualDevice:
         return out
 
     def _finish_output(self, out: bytearray) -> bytes:
-        if self.fmt == "binary":
-            self._check_host(out)
         rate = float(getattr(self.sim, "link_corruption_rate", 0.0) or 0.0)
         self.counters.corrupted_bytes += self._corrupt.apply(out, self.counters.bytes_out, rate)
         self.counters.bytes_out += len(out)
         return bytes(out)
 
-    def _check_host(self, out: bytearray) -> None:
+    def _host_lost_event(self, t_us: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """HOST_LOST, stamped 5 s after the last host frame, if that falls in
+        this span of samples (and has not been said since the host was heard)."""
         last = self._last_host_s
-        if last is None or self._host_lost_sent or self.t_s - last < HOST_LOST_S:
-            return
+        if last is None or self._host_lost_sent or not t_us.shape[0]:
+            return []
+        due = _us(last + HOST_LOST_S)
+        if due > int(t_us[-1]):
+            return []
         self._host_lost_sent = True
-        seq = self._next_seq()
-        if self._silent_at(self.t_s):
-            self.counters.frames_unsent += 1
-            return
-        out += encode_event(EventCode.HOST_LOST, 0, 0, seq, _us(self.t_s))
-        self.counters.frames_sent += 1
-        self.counters.events_sent += 1
+        return [(due, int(EventCode.HOST_LOST), 0, 0)]
 
     def _emit(self, o: SimOutput, out: bytearray) -> None:
         t_us = np.asarray(o.time_us, dtype=np.int64)
@@ -366,7 +362,7 @@ class VirtualDevice:
         if self.fmt == "text":
             self._emit_text(o, t_us, send, out)
             return
-        events = sorted(o.events, key=lambda e: int(e[0]))
+        events = sorted(list(o.events) + self._host_lost_event(t_us), key=lambda e: int(e[0]))
         # An event goes after the samples taken at or before its time.
         cuts = np.searchsorted(t_us, np.array([int(e[0]) for e in events], dtype=np.int64),
                                side="right") if events else np.zeros(0, dtype=np.int64)
@@ -414,12 +410,11 @@ class VirtualDevice:
 
     # -- signal loss --------------------------------------------------------------
     def _loss_intervals(self) -> list[tuple[float, float]]:
-        spans = []
-        for rec in getattr(self.sim, "truth", ()):
-            if rec.condition == SIGNAL_LOSS:
-                end = rec.t_end if rec.t_end is not None else float("inf")
-                spans.append((float(rec.t_start), float(end)))
-        return spans
+        """[a, b) device-time windows in which nothing reaches the host: the
+        scenario's silent device and lost-link windows (signal_loss)."""
+        sim = self.sim
+        return ([(float(a), float(b)) for a, b in getattr(sim, "silent_windows", ())]
+                + [(float(a), float(b)) for a, b in getattr(sim, "lost_windows", ())])
 
     def _silent_at(self, t_s: float) -> bool:
         return any(a <= t_s < b for a, b in self._loss_intervals())

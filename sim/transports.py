@@ -67,8 +67,8 @@ class TransportStats:
 class Pacer:
     """Runs a device against the wall clock: device time = start + elapsed x speed.
 
-    ``speed`` > 0; ``duration_s`` (device s) ends the run (None: the device's
-    own duration, else forever).
+    ``speed`` > 0; ``duration_s``: device seconds from the device's present
+    time after which the run ends (None: it runs until stopped).
     """
 
     def __init__(self, device: ByteDevice, speed: float = 1.0, duration_s: float | None = None,
@@ -80,9 +80,7 @@ class Pacer:
         self.speed = float(speed)
         self.max_chunk_s = max_chunk_s
         self.clock = clock
-        if duration_s is None:
-            duration_s = device.duration_s
-        self.end_s = math.inf if duration_s is None else float(duration_s)
+        self.end_s = math.inf if duration_s is None else device.t_s + float(duration_s)
         self._t0_dev = device.t_s
         self._t0_wall = clock()
         # Device time asked for so far: samples are discrete, so the device's
@@ -107,7 +105,8 @@ class Pacer:
         """Wall seconds until the next sample is due (0 if one is due already)."""
         if self.finished:
             return math.inf
-        next_t = max(self.cursor_s, self.device.t_s + 1.0 / max(1, self.device.rate_hz))
+        # The sample at the device's t_s comes out once the target passes it.
+        next_t = max(self.cursor_s, self.device.t_s)
         due_wall = self._t0_wall + (next_t - self._t0_dev) / self.speed
         return max(0.0, due_wall - self.clock())
 
@@ -418,11 +417,12 @@ def write_capture(source: Simulation | ByteDevice, path: str | os.PathLike | Bin
         to end early (the file then holds what was written so far).
     """
     device = source if hasattr(source, "produce_until") else VirtualDevice(source, fmt, seed)
-    end = duration_s if duration_s is not None else device.duration_s
-    if end is None or not math.isfinite(end):
+    length = duration_s if duration_s is not None else device.duration_s
+    if length is None or not math.isfinite(length):
         raise ValueError("write_capture needs a duration: the scenario has no end of its own")
     t0 = time.perf_counter()
     start_s = cursor = device.t_s
+    end = start_s + length
     total = 0
     f = path if hasattr(path, "write") else open(Path(path), "wb")
     with f:
