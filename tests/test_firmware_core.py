@@ -806,6 +806,9 @@ def test_session_is_memory_clean_under_address_sanitizer(max_cups):
     # uninitialised stack and undefined behaviour abort the replay
     b = Bench(cups=4, max_cups=max_cups, record=True)
     session(b)
+    assert b.dev.local(MsgType.START, mask_payload(0b0110)) is None  # front-panel start
+    assert b.dev.local(MsgType.SET_RATE, struct.pack("<H", 5)) == NackReason.OUT_OF_RANGE
+    b.run(0.5)
     b.dev.set_eeprom_fail(True)
     b.nack(MsgType.WRITE_CAL, cal_payload(1, 0.0, 1.0, 0.0))
     b.dev.set_tx_room(0)
@@ -813,3 +816,19 @@ def test_session_is_memory_clean_under_address_sanitizer(max_cups):
     b.dev.feed(b"\xa5\x5a\x01\x12\x02" + bytes(range(256)) * 2)  # garbage, false syncs
     b.dev.read()
     assert cfirmware.replay(bytes(b.dev.script), max_cups) == bytes(b.dev.sent)
+
+
+def test_local_commands_act_without_a_reply_and_keep_the_retry_memory():
+    b = Bench(cups=2)
+    assert b.dev.local(MsgType.START, mask_payload(0b01)) is None
+    assert b.dev.read() == b""  # no ACK on the wire
+    assert b.dev.local(MsgType.START, mask_payload(0b100)) == NackReason.BAD_CUP
+    _, _, stt = samples(b.run(0.1))
+    assert np.all(stt[:, 0] & Status.REGULATING) and not np.any(stt[:, 1] & Status.REGULATING)
+    # host START (seq 40) of cup 2, then the practitioner vents it on the unit; the
+    # host's retry of seq 40 is still a retry: answered, not run again
+    b.ack(MsgType.START, mask_payload(0b10), seq=40)
+    assert b.dev.local(MsgType.VENT, mask_payload(0b10)) is None
+    b.ack(MsgType.START, mask_payload(0b10), seq=40)
+    _, _, stt = samples(b.run(0.1))
+    assert np.all(stt[:, 1] == Status.VALVE_OPEN)
