@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import IO, NoReturn
 
 from firmware_bridge.protocol import MAX_CUPS, MAX_RATE_HZ, MIN_RATE_HZ
-from sim.device import FORMATS, ByteDevice, SimConfigError, VirtualDevice, parse_value
+from sim.device import FORMATS, ByteDevice, SimConfigError, VirtualDevice
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -68,14 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _params(items: list[str]) -> dict[str, object]:
-    params: dict[str, object] = {}
+def _params(items: list[str]) -> dict[str, str]:
+    """KEY=VALUE strings; the scenario checks names and coerces the values."""
+    params: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
             raise _UsageError(f"--param {item!r} is not KEY=VALUE")
-        params[key] = parse_value(value)
+        params[key] = value.strip()
     return params
 
 
@@ -180,9 +181,10 @@ def _run(args: argparse.Namespace) -> int:
             with _stop_on_signals(transport.stop):
                 transport.run()
             st = transport.stats
+            dropped = (f", {st.bytes_dropped} dropped (nobody was reading fast enough)"
+                       if st.bytes_dropped else "")
             print(f"cupsim: {device.t_s - start_s:.3f} s of device time, "
-                  f"{st.bytes_written} bytes written, {st.bytes_dropped} dropped "
-                  f"(nobody reading)", file=sys.stderr)
+                  f"{st.bytes_written} bytes written{dropped}", file=sys.stderr)
             end_s = device.t_s
         if truth is not None:
             for line in _truth_lines(sim, end_s):

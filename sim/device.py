@@ -431,27 +431,13 @@ class SimConfigError(ValueError):
     """An impossible simulator setting; ``str()`` is one line for the user."""
 
 
-def parse_value(text: str) -> bool | int | float | str:
-    """A scenario parameter from the command line or a URL: int, float,
-    true/false, else the string itself."""
-    low = text.strip().lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def make_simulation(scenario: str, cups: int = 4, rate_hz: int = 100, seed: int = 0,
                     duration_s: float | None = None, **params: object) -> Simulation:
     """Build a Simulation, turning every impossible setting into one
     :class:`SimConfigError` line (unknown scenario, cups outside 1..16, rate
-    outside 10..2000 Hz, duration <= 0, a parameter the scenario refuses)."""
+    outside 10..2000 Hz, duration <= 0, a parameter the scenario refuses).
+    Scenario parameters may be strings (from a URL or the command line): the
+    scenario coerces each to the type of its default."""
     from sim.engine import Simulation
     from sim.scenarios import SCENARIOS
 
@@ -477,4 +463,4 @@ def _us(t_s: float) -> int:
 
 
 __all__ = ["ByteDevice", "Controller", "DeviceCounters", "FORMATS", "HOST_LOST_S",
-           "SimConfigError", "SimController", "VirtualDevice", "make_simulation", "parse_value"]
+           "SimConfigError", "SimController", "VirtualDevice", "make_simulation"]

@@ -60,7 +60,7 @@ class SimURL:
     speed: float = 1.0
     fmt: str = "binary"
     duration_s: float | None = None
-    params: dict[str, object] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 def _as(kind: type, key: str, text: str) -> object:
@@ -76,7 +76,7 @@ def _as(kind: type, key: str, text: str) -> object:
 
 def parse_url(url: str) -> SimURL:
     """``sim://SCENARIO?k=v&...`` -> :class:`SimURL`; SerialException when malformed."""
-    from sim.device import FORMATS, parse_value
+    from sim.device import FORMATS
 
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() != "sim":
@@ -112,8 +112,8 @@ def parse_url(url: str) -> SimURL:
         text = values.pop("duration")
         if text.lower() not in ("", "none", "inf"):
             fields["duration_s"] = _as(float, "duration", text)
-    params = {k: parse_value(v) for k, v in values.items()}
-    return SimURL(scenario=scenario, params=params, **fields)  # type: ignore[arg-type]
+    # The scenario coerces each string to the type of the parameter's default.
+    return SimURL(scenario=scenario, params=dict(values), **fields)  # type: ignore[arg-type]
 
 
 def make_url(scenario: str, **params: object) -> str:
@@ -184,7 +184,8 @@ class Serial(SerialBase):
 
     @property
     def device(self):
-        """The :class:`~sim.device.VirtualDevice` behind this port (None when closed)."""
+        """The :class:`~sim.device.VirtualDevice` behind this port (None before
+        the first open; kept after close so its counters can be read)."""
         return self._device
 
     # -- producing ------------------------------------------------------------------

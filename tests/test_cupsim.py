@@ -214,3 +214,14 @@ def test_bad_flags_exit_2_with_one_line_and_no_traceback(args, tmp_path, busy_po
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("cupsim: ")
     assert r.stdout == ""
+
+
+def test_param_reaches_the_scenario(tmp_path):
+    means = []
+    for extra in ([], ["--param", "sensor_offset_kpa=1.2"]):
+        out = tmp_path / f"rig{len(extra)}.bin"
+        r = _run("calibration_rig", "--cups", "1", "--duration", "0.5", "--out", str(out), *extra)
+        assert r.returncode == 0, r.stderr
+        res = Decoder("binary").feed(out.read_bytes())
+        means.append(float(np.nanmean(np.concatenate([b.suction for b in res.blocks]))))
+    assert means[1] - means[0] == pytest.approx(1.2, abs=0.15)

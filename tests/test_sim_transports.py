@@ -269,7 +269,7 @@ def test_make_url_round_trips_through_parse_url():
     cfg = parse_url(url)
     assert (cfg.scenario, cfg.cups, cfg.rate_hz, cfg.seed, cfg.speed, cfg.fmt,
             cfg.duration_s) == ("calibration_rig", 1, 250, 9, 0.0, "text", 12.5)
-    assert cfg.params == {"sensor_offset_kpa": 1.2, "flag": True}
+    assert cfg.params == {"sensor_offset_kpa": "1.2", "flag": "true"}  # the scenario coerces
 
 
 @pytest.mark.parametrize("url, words", [
@@ -361,3 +361,21 @@ def test_sim_url_cancel_read_and_close_unblock_a_reader():
     t.join(5)
     assert not t.is_alive()
     port.close()
+
+
+def _mean_reading(url: str) -> float:
+    with serial.serial_for_url(url, timeout=0.05) as port:
+        data = b""
+        while chunk := port.read(65536):
+            data += chunk
+    res = Decoder("binary").feed(data)
+    return float(np.nanmean(np.concatenate([b.suction for b in res.blocks])))
+
+
+def test_sim_url_passes_scenario_parameters_through():
+    # The rig's chamber sits at ambient for the first seconds: a sensor offset
+    # shows as the reading itself.
+    base = dict(cups=1, rate=100, speed=0, duration=0.5)
+    plain = _mean_reading(make_url("calibration_rig", **base))
+    offset = _mean_reading(make_url("calibration_rig", sensor_offset_kpa=1.2, **base))
+    assert offset - plain == pytest.approx(1.2, abs=0.15)
