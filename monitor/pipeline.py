@@ -166,6 +166,9 @@ class MonitorPipeline(Listener):
             pend = self._pending_blocks
             if pend and (block.gap_before or block.cups != pend[0].cups):
                 self._process_pending()
+                # _process_pending starts a new list: append to that one, or the
+                # block would go out with the old list and never be checked.
+                pend = self._pending_blocks
             pend.append(block)
             self._last_rx = now
             span = float(block.t[-1] - pend[0].t[0])
