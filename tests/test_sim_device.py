@@ -376,3 +376,12 @@ def test_text_format_parses_and_ignores_commands():
 def test_bad_format_is_refused():
     with pytest.raises(ValueError, match="format"):
         VirtualDevice(make_simulation("normal"), "hex")
+
+
+def test_device_clock_wraps_at_2_to_32_us_and_the_host_unwraps_it():
+    dev = device(cups=1, rate=100, t0_s=4294.0)  # the u32 µs clock wraps at 4294.967296 s
+    host = Host(dev)
+    t, _, _ = host.run_to(4296.0)
+    assert t[0] == pytest.approx(4294.0)
+    assert np.all(np.diff(t) > 0) and t[-1] == pytest.approx(4295.99)
+    assert host.dec.stats.frames_lost == 0 and sum(b.n for b in host.blocks) == 200
