@@ -322,7 +322,8 @@ class Checker:
             stuck_since = np.fmax(last_change, active_start)
             stuck = (active & binary & finite & (p.stuck_s > 0)
                      & (t[:, None] - stuck_since >= p.stuck_s))
-            sensor_bad = enabled & (~finite | ~in_range | fault_bit | stuck | self._dev_fault[None, :])
+            device_fault = enabled & (fault_bit | self._dev_fault[None, :])
+            sensor_bad = enabled & (~finite | ~in_range | stuck) | device_fault
             tripped = enabled & (interlock | self._dev_interlock[None, :])
 
             hyst = p.hysteresis_kpa
@@ -335,7 +336,13 @@ class Checker:
                              ~pumped_bin | above(p.detached_kpa + hyst), p.detached_delay_s, None),
                 C.LEAK: (leak_decay | leak_effort, leak_clear, p.leak_delay_s, None),
                 C.BLOCKAGE: (blocked, unblocked, p.blockage_delay_s, None),
-                C.SENSOR_FAULT: (sensor_bad, ~sensor_bad, p.sensor_fault_delay_s, None),
+                # The device's own flag (bit or EVENT, sent with the same sample) is
+                # its judgement, already debounced (stuck after 1 s): at once, like
+                # its EVENT. Were the bit delayed, the stamp would depend on whether
+                # the EVENT was read before or after the block holding its sample
+                # (chunking), and the next block's on-delay would undo the EVENT's
+                # raise. The delay rides out host-side evidence (no reading, range).
+                C.SENSOR_FAULT: (sensor_bad, ~sensor_bad, p.sensor_fault_delay_s, device_fault),
                 C.INTERLOCK: (tripped, ~tripped, np.zeros(self.cups), None),
             }
         rows_all, cols_all, cond_all, act_all, lvl_all = [], [], [], [], []

@@ -7,9 +7,13 @@ Every test here failed before its fix; the scenario that revealed it is named.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from test_checker import block, regulated
 
 from firmware_bridge import conditions as C
+from firmware_bridge.messages import DeviceEvent
+from firmware_bridge.protocol import EventCode, Status
+from monitor.checker import Checker
 from monitor.config import MonitorConfig
 from monitor.pipeline import MonitorPipeline
 
@@ -49,3 +53,44 @@ def test_block_after_a_gap_is_checked_while_another_waits_to_be_coalesced():
     # Every sample was checked: the per-cup statistics count the same samples.
     assert small.stats_summary() == whole.stats_summary()
     assert small.stats_summary()["cups"][0]["samples"] > 0
+
+
+def _device_flags_sensor(t, s, st, t_flag: float) -> None:
+    """The device flags cup 1's sensor from ``t_flag`` on (SENSOR_FAULT bit)."""
+    st[t >= t_flag, 0] |= int(Status.SENSOR_FAULT)
+
+
+def _checker_events(cuts: list[int], t, s, st, event_t: float) -> list:
+    """Detections of a checker fed blocks cut at ``cuts`` with the device's EVENT
+    SENSOR_FAULT delivered after the block holding its sample, as the decoder
+    orders a chunk (samples first, then the events stamped within them)."""
+    ch = Checker(MonitorConfig(), s.shape[1])
+    out, sent = [], False
+    edges = [0, *cuts, len(t)]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        out += ch.process(block(t[a:b], s[a:b], st[a:b]))
+        if not sent and t[b - 1] >= event_t:
+            out += ch.on_message(DeviceEvent(int(EventCode.SENSOR_FAULT), 1, 0, t=event_t))
+            sent = True
+    return out
+
+
+def test_device_sensor_fault_gives_one_raise_at_the_flag_whatever_the_chunking():
+    # sensor_fault (stuck): the device flags its sensor with the SENSOR_FAULT bit
+    # and an EVENT on the same sample. The EVENT raised the alarm at once, but if
+    # the flagged sample had been checked already (its block came first), the
+    # next block's 0.5 s on-delay turned the alarm off again: raised, cleared,
+    # raised 0.5 s later - a high-priority alarm reported "resolved" while the
+    # sensor was still dead. And the stamp depended on where the chunks were cut
+    # (the flag at once, or 0.5 s later), so a replay differed from live.
+    t, s, st = regulated(8.0)
+    _device_flags_sensor(t, s, st, 4.0)
+    flag = int(np.flatnonzero(t >= 4.0)[0])
+    splits = {"one block": [], "flag in a short block": [flag + 2],
+              "flag at a block start": [flag], "sample by sample": list(range(flag - 3, flag + 60))}
+    results = {k: _checker_events(c, t, s, st, 4.0) for k, c in splits.items()}
+    for name, dets in results.items():
+        faults = [(d.t, d.active) for d in dets if d.condition == C.SENSOR_FAULT]
+        assert faults == [(pytest.approx(4.0), True)], name
+    first = results["one block"]
+    assert all(d == first for d in results.values())
