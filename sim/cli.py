@@ -181,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
             with _stop_on_signals(transport.stop):
                 transport.run()
             st = transport.stats
-            dropped = (f", {st.bytes_dropped} dropped (nobody was reading fast enough)"
+            dropped = (f", {st.bytes_dropped} dropped (no reader connected, or one too slow)"
                        if st.bytes_dropped else "")
             print(f"cupsim: {device.t_s - start_s:.3f} s of device time, "
                   f"{st.bytes_written} bytes written{dropped}", file=sys.stderr)
