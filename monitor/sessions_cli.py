@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -236,8 +237,10 @@ def _open_out(name: str) -> Iterator[IO[str]]:
         yield sys.stdout
         sys.stdout.flush()
         return
+    # A new export file is private like the database (0600): it holds patient data.
     # newline="" so the csv rows keep their \n (no \r\n translation on Windows).
-    with open(name, "w", encoding="utf-8", newline="") as fh:
+    with open(name, "w", encoding="utf-8", newline="",
+              opener=lambda path, flags: os.open(path, flags, 0o600)) as fh:
         yield fh
 
 

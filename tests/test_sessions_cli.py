@@ -106,6 +106,7 @@ def test_export_csv_has_units_one_column_per_cup_and_marks_gaps(db, tmp_path):
     path, first, _, blocks = db
     out = tmp_path / "s.csv"
     assert main(["export", str(first), "--csv", str(out), "--db", str(path)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o600                # patient data: private
     text = out.read_bytes().decode("utf-8")
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["t_s", "cup1_kpa", "cup2_kpa", "cup3_kpa",
