@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", metavar="FILE", help="write the byte stream to FILE as fast as possible")
     p.add_argument("--truth", metavar="FILE",
                    help="write the injected conditions as JSON Lines (device-clock seconds)")
+    p.add_argument("--firmware", nargs="?", const="builtin", default=None, metavar="PATH",
+                   help="run the unit on the reference C firmware core (compiled on demand): "
+                   "no PATH = the bundled core; or a firmware source directory or a library "
+                   "built by firmware_bridge.cfirmware")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="scenario parameter (repeatable), e.g. --param sensor_offset_kpa=1.2")
     return p
@@ -105,10 +109,21 @@ def _open_for_writing(path: str, what: str, mode: str) -> IO:
 
 
 def build_device(sim, args: argparse.Namespace) -> ByteDevice:
-    """The device that speaks for ``sim``. This is the hook for ``--firmware
-    PATH`` (not implemented yet): a device whose command handling and
-    regulator run in the reference C core would be built here instead; the
-    transports need only the :class:`sim.device.ByteDevice` protocol."""
+    """The device that speaks for ``sim``: the Python device, or with
+    ``--firmware`` the reference C core (its command handling, regulator,
+    interlock and framing) with the Python physics around it. The transports
+    need only the :class:`sim.device.ByteDevice` protocol."""
+    if getattr(args, "firmware", None):
+        from firmware_bridge.cfirmware import FirmwareBuildError
+        from sim.firmware_device import FirmwareDevice
+
+        path = None if args.firmware == "builtin" else args.firmware
+        try:
+            return FirmwareDevice(sim, args.format, args.seed, firmware=path)
+        except SimConfigError as exc:
+            raise _UsageError(str(exc)) from None
+        except FirmwareBuildError as exc:
+            raise _UsageError(f"--firmware: {str(exc).splitlines()[0]}") from None
     return VirtualDevice(sim, args.format, args.seed)
 
 
