@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file")
     cfg.add_argument("--band", metavar="LOW,HIGH", help="target band in kPa for every cup (default 20,25)")
     cfg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a configuration value, e.g. cup.2.band_high=24 (repeatable)")
+                     help="override a configuration value, e.g. cups.2.band_high_kpa=24 (repeatable)")
     cfg.add_argument("--unit", choices=["kPa", "mmHg", "inHg", "cmH2O"], default=None,
                      help="display unit (default kPa)")
     return p
