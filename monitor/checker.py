@@ -161,6 +161,15 @@ class Checker:
 
     def _device_event(self, ev: DeviceEvent, c: int) -> list[Detection]:
         value = ev.value * SUCTION_SCALE_KPA
+        # An EVENT no later than the last checked sample is history: that sample
+        # and those before it carried the device's flags (INTERLOCK and
+        # SENSOR_FAULT bits), already judged. The decoder delivers a chunk's
+        # events after its samples, so acting on it would raise again an alarm
+        # that came and went in that chunk, stamped in the past, and hold it
+        # until the next chunk (replay != live). Clearing events always apply.
+        stale = self.last_t is not None and ev.t <= self.last_t
+        if stale and ev.code in (EventCode.INTERLOCK_TRIPPED, EventCode.SENSOR_FAULT):
+            return []
         if ev.code == EventCode.INTERLOCK_TRIPPED:
             self._dev_interlock[c] = True
             if self._delays[C.INTERLOCK].force(c, ev.t, 0.0):

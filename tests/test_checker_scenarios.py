@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_checker import block, regulated
+from test_checker import VALVE, block, regulated
 
 from firmware_bridge import conditions as C
 from firmware_bridge.messages import DeviceEvent
@@ -94,3 +94,44 @@ def test_device_sensor_fault_gives_one_raise_at_the_flag_whatever_the_chunking()
         assert faults == [(pytest.approx(4.0), True)], name
     first = results["one block"]
     assert all(d == first for d in results.values())
+
+
+def _with_events(cuts: list[int], t, s, st, events: list[DeviceEvent]) -> list:
+    """Detections of a checker fed blocks cut at ``cuts``, each device EVENT
+    delivered right after the block that holds its sample (decoder order)."""
+    ch = Checker(MonitorConfig(), s.shape[1])
+    out, todo = [], sorted(events, key=lambda e: e.t)
+    edges = [0, *cuts, len(t)]
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        out += ch.process(block(t[a:b], s[a:b], st[a:b]))
+        while todo and todo[0].t <= t[b - 1]:
+            out += ch.on_message(todo.pop(0))
+    return out
+
+
+def test_device_events_read_after_their_samples_change_nothing():
+    # sensor_fault with fault_duration_s=10, replayed in 64 KiB chunks: the fault
+    # came and went inside one chunk, its block was checked (raised at the flag,
+    # cleared when the flag cleared), and only then came the EVENTs. SENSOR_FAULT
+    # then raised the alarm again, stamped 10 s in the past, and the device-fault
+    # state it set held the alarm until the next chunk. The samples already carry
+    # the device's flags (SENSOR_FAULT and INTERLOCK bits), so an EVENT no later
+    # than the last checked sample is history and must change nothing.
+    t, s, st = regulated(12.0, cups=2)
+    st[(t >= 4.0) & (t < 6.0), 0] |= int(Status.SENSOR_FAULT)
+    tripped = (t >= 5.0) & (t < 9.0)
+    st[tripped, 1] = VALVE | int(Status.INTERLOCK)
+    events = [DeviceEvent(int(EventCode.SENSOR_FAULT), 1, 2200, t=4.0),
+              DeviceEvent(int(EventCode.SENSOR_OK), 1, 0, t=6.0),
+              DeviceEvent(int(EventCode.INTERLOCK_TRIPPED), 2, 3010, t=5.0),
+              DeviceEvent(int(EventCode.INTERLOCK_CLEARED), 2, 0, t=9.0)]
+    edge = [int(np.flatnonzero(t >= x)[0]) for x in (4.0, 5.0, 6.0, 9.0)]
+    splits = {"one block": [], "every 150": list(range(150, len(t), 150)),
+              "sample by sample at the edges": sorted({i + d for i in edge for d in range(-2, 3)})}
+    want = [(4.0, 1, C.SENSOR_FAULT, True), (5.0, 2, C.INTERLOCK, True),
+            (6.0, 1, C.SENSOR_FAULT, False), (9.0, 2, C.INTERLOCK, False)]
+    for name, cuts in splits.items():
+        got = [(round(d.t, 6), d.cup, d.condition, d.active)
+               for d in _with_events(cuts, t, s, st, events)
+               if d.condition in (C.SENSOR_FAULT, C.INTERLOCK)]
+        assert got == want, name
