@@ -20,6 +20,7 @@ from monitor.scoring import (
     EARLY_S,
     QUIET,
     REPLAY_CHUNK_BYTES,
+    VARIANTS,
     Capture,
     capture,
     default_bounds,
@@ -32,15 +33,6 @@ from monitor.scoring import (
 from sim.scenarios import list_scenarios
 
 SCENARIOS = [name for name, _ in list_scenarios()]
-#: Other documented paths of the same scenarios: rails and dropout are flagged
-#: by the device at once, a fault that ends, the hard limit (no delay).
-VARIANTS = {
-    "sensor_fault[rail_high]": ("sensor_fault", {"fault": "rail_high"}),
-    "sensor_fault[rail_low]": ("sensor_fault", {"fault": "rail_low"}),
-    "sensor_fault[dropout]": ("sensor_fault", {"fault": "dropout"}),
-    "sensor_fault[stuck 10 s]": ("sensor_fault", {"fault": "stuck", "fault_duration_s": 10.0}),
-    "over_suction[full speed]": ("over_suction", {"stuck_flow_fraction": 1.0}),
-}
 RUNS = {**{name: (name, {}) for name in SCENARIOS}, **VARIANTS}
 
 
