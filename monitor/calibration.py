@@ -1483,3 +1483,78 @@ def store_run(run: CalibrationRun, db: Any = None) -> dict[int, int]:
                 created_wall=run.finished_wall)
     run.calibration_ids = ids
     return ids
+
+
+# --------------------------------------------------------------------------
+# Zero (tare at ambient)
+# --------------------------------------------------------------------------
+
+#: A cup is open to ambient when its steady reading is within this of zero (kPa).
+ZERO_MAX_KPA = 2.0
+
+
+@dataclass(frozen=True)
+class ZeroResult:
+    """One cup's zero: reading before and after (kPa)."""
+
+    cup: int
+    before_kpa: float
+    after_kpa: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def zero_cups(link: Source, sampler: Sampler, cups: Sequence[int], *,
+              settle: SettleCriteria | None = None, max_kpa: float = ZERO_MAX_KPA,
+              vent: bool = False, force: bool = False, db: Any = None,
+              stop: threading.Event | None = None) -> list[ZeroResult]:
+    """Tare ``cups`` at ambient with ZERO, only when each is open to ambient:
+    not pumping or regulating, its reading steady (``settle``) and within
+    ``max_kpa`` of zero. A cup with a valid calibration is refused unless
+    ``force`` (the calibration was made on the old zero). ``vent`` opens the
+    valves first. Raises CalibrationError listing every refusal; nothing is
+    zeroed then. Returns the readings before and after."""
+    settle = settle or SettleCriteria(band_kpa=0.1, time_s=2.0, timeout_s=30.0)
+    info = link.info
+    if info is None:
+        raise CalibrationError("the device sent no INFO: ZERO needs a cupmon binary device")
+    cups = list(cups)
+    cols = [c - 1 for c in cups]
+    if vent:
+        device_command(link, Command(MsgType.VENT, mask=cup_mask(cups)), "venting")
+    sampler.wait_newer(None, NO_DATA_S)
+    start = sampler.latest_t
+    try:
+        readings = wait_settled(sampler, cols, settle, after_t=start, stop=stop,
+                                what="the reading at ambient")
+    except CalibrationError as exc:
+        raise CalibrationError(f"refused: {exc}; a cup at ambient reads steady") from None
+    t, _, st = sampler.window(readings[0].t0, readings[0].t1)
+    problems = []
+    for cup, col, r in zip(cups, cols, readings, strict=True):
+        busy = st[:, col] & int(Status.PUMP_ON | Status.REGULATING) if st.size else 0
+        if np.any(busy):
+            problems.append(f"cup {cup} is pumping or regulating (VENT or STOP it, or use --vent)")
+        elif abs(r.mean_kpa) > max_kpa:
+            problems.append(f"cup {cup} reads {r.mean_kpa:.2f} kPa, not within +-{max_kpa:g} kPa of "
+                            "zero: it is not open to ambient (vent it or take it off)")
+    if not force:
+        states = current_states(link, info, cups, db)
+        for cup in cups:
+            s = states[cup]
+            if not s.poly.is_identity:
+                problems.append(f"cup {cup} has a calibration ({s.basis}) made on the present "
+                                "zero; a new zero shifts it: recalibrate after zeroing (--force "
+                                "to zero anyway)")
+    if problems:
+        raise CalibrationError("refused: " + "; ".join(problems))
+    device_command(link, Command(MsgType.ZERO, mask=cup_mask(cups)), "zeroing")
+    after_t = sampler.latest_t
+    try:
+        after = wait_settled(sampler, cols, settle, after_t=after_t, stop=stop,
+                             what="the reading after ZERO")
+        after_vals: list[float | None] = [r.mean_kpa for r in after]
+    except CalibrationError:
+        after_vals = [None] * len(cups)
+    return [ZeroResult(c, r.mean_kpa, a) for c, r, a in zip(cups, readings, after_vals, strict=True)]

@@ -499,7 +499,7 @@ def render_pumptest_html(doc: dict[str, Any], *, images: dict[str, str] | None =
                   ("Leak-down", f"STOP (pump off, valve closed), {crit['hold_settle_s']:g} s settle, "
                    f"{crit['hold_s']:g} s hold; ln(suction) fitted against time; leak "
                    f"Q = V dp/dt / p_amb with V = {crit['cup_volume_ml']:g} mL, p_amb = "
-                   f"{crit['ambient_kpa']:g} kPa; pass when the loss <= "
+                   f"{crit['ambient_kpa']:g} kPa; pass when the loss &le; "
                    f"{crit['allowed_loss_pct']:.3g} % ({_e(crit['leak_source'])}, scaled to the hold)"),
                   ("Maximum suction", f"limit raised to {crit['max_limit_kpa']:g} kPa, pump run "
                    "until the reading settles; pass at or above "
