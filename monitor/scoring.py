@@ -295,27 +295,29 @@ def score(events: list[AlarmEvent | dict], truth: list[TruthRecord | dict],
     a repeat (an alarm that cleared and came back while the condition held).
     """
     raises = _raises(events)
-    recs = _truths(truth, t_ref)
+    recs = sorted(_truths(truth, t_ref), key=lambda r: (r.t_start, _cup(r.cup), r.condition))
     used: set[int] = set()
-    matches: list[Match] = []
-    for tr in sorted(recs, key=lambda r: (r.t_start, _cup(r.cup), r.condition)):
+    found: list[int | None] = []
+    windows: list[tuple[float, float, float, float]] = []  # (bound, allowed, lo, hi)
+    for tr in recs:
         bound = float(bounds[tr.condition])
         allowed = (tr.t_ref - tr.t_start) + bound
         lo = tr.t_start - early_s
-        hi = (math.inf if tr.t_end is None else tr.t_end) + allowed
-        hi = max(hi, tr.t_start + allowed)
-        found = None
-        for i, r in enumerate(raises):
-            if i in used or not lo <= r.t <= hi:
-                continue
-            if r.cup == tr.cup and r.condition == tr.condition:
-                found = i
-                break
-        if found is not None:
-            used.add(found)
-            r = raises[found]
+        hi = max((math.inf if tr.t_end is None else tr.t_end) + allowed, tr.t_start + allowed)
+        windows.append((bound, allowed, lo, hi))
+        hit = next((i for i, r in enumerate(raises)
+                    if i not in used and lo <= r.t <= hi
+                    and r.cup == tr.cup and r.condition == tr.condition), None)
+        if hit is not None:
+            used.add(hit)
+        found.append(hit)
+    matches: list[Match] = []
+    for tr, hit, (bound, allowed, lo, hi) in zip(recs, found, windows, strict=True):
+        if hit is not None:
+            r = raises[hit]
             matches.append(Match(tr, True, r.t, r.t - tr.t_start, bound, allowed, True, True))
             continue
+        # Only raises no record claimed can be a wrong-cup or wrong-name answer.
         near = _nearest(raises, used, tr, lo, hi)
         matches.append(Match(tr, False, None, None, bound, allowed,
                              near is None or near.cup == tr.cup,
