@@ -111,8 +111,9 @@ def summary_rows(res: dict[str, dict], errors: dict[str, str]) -> list[tuple[str
         lambda r: f"{r['sim_realtime_factor']:.0f}x real time", ">= 20x",
         lambda r: r["sim_realtime_factor"] >= 20)
     add("scaling", "scaling of cost with cups x rate",
-        lambda r: f"R^2 {r['scaling_r2']:.3f}, {r['cost_per_mcs'] * 100:.0f} % core per "
-                  f"M cup-samples/s", "linear", lambda r: r["scaling_r2"] >= 0.95)
+        lambda r: f"R^2 {r['scaling_r2_cups']:.3f} (cups), {r['scaling_r2_rate']:.3f} (rate); "
+                  f"{r['cost_per_mcs'] * 100:.0f} % core per M cup-samples/s", "linear",
+        lambda r: r["scaling_r2"] >= 0.95)
     return rows
 
 

@@ -154,7 +154,6 @@ def render(r: dict, out: Path) -> None:
     pts = r["points"]
     by_cups = sorted((q for q in pts if q["rate_hz"] == 1000), key=lambda q: q["cups"])
     by_rate = sorted((q for q in pts if q["cups"] == 8), key=lambda q: q["rate_hz"])
-    fit = r["fit"]
 
     def pct(v: float) -> float:
         return 100.0 * v  # CPU s per s of data -> % of one core
@@ -169,17 +168,16 @@ def render(r: dict, out: Path) -> None:
     p.drawText(QtCore.QPointF(24, 58),
                f"Decoder + MonitorPipeline on 'normal' captures read in {r['chunk_bytes']} B "
                f"chunks; cost = CPU time per second of data (100 % = one core busy).")
+    fc, fr = r["fit_cups"], r["fit_rate"]
     p.drawText(QtCore.QPointF(24, 80),
-               f"Linear fit of cost over all points: {pct(fit['intercept']):.2f} % + "
-               f"{pct(fit['slope']) * 1e6:.1f} % per million cup-samples/s, "
-               f"R\u00b2 = {fit['r2']:.3f}.   {r.get('machine', '')}")
+               f"Least-squares lines: against cups R\u00b2 = {fc['r2']:.3f}, against rate "
+               f"R\u00b2 = {fr['r2']:.3f}.   Machine: {r.get('machine', 'unknown')}")
 
     half_w, half_h, top = W // 2, (H - 96) // 2, 92
     panels = []
-    for col, (rows, key, xlabel, xticks, fixed) in enumerate((
-            (by_cups, "cups", "cups (at 1000 Hz)", [0, 4, 8, 12, 16], lambda q: q * 1000),
-            (by_rate, "rate_hz", "sample rate, Hz (8 cups)", [0, 500, 1000, 1500, 2000],
-             lambda q: 8 * q))):
+    for col, (rows, key, xlabel, xticks, fit) in enumerate((
+            (by_cups, "cups", "cups (at 1000 Hz)", [0, 4, 8, 12, 16], fc),
+            (by_rate, "rate_hz", "sample rate, Hz (8 cups)", [0, 500, 1000, 1500, 2000], fr))):
         xs = [q[key] for q in rows]
         xmax = max(xs)
         cost = [pct(q["cost_cpu_per_s"]) for q in rows]
@@ -191,8 +189,9 @@ def render(r: dict, out: Path) -> None:
         pa.series(xs, cost, "decode + check (MonitorPipeline)", COLORS["check"])
         pa.series(xs, dec, "decode only", COLORS["decode"])
         line_x = [0.0, pa.xmax]
-        pa.series(line_x, [pct(fit["intercept"] + fit["slope"] * fixed(x)) for x in line_x],
-                  "linear fit (all points)", COLORS["fit"], dashed=True, markers=False)
+        pa.series(line_x, [pct(fit["intercept"] + fit["slope"] * x) for x in line_x],
+                  f"least-squares line (R\u00b2 {fit['r2']:.3f})", COLORS["fit"], dashed=True,
+                  markers=False)
         panels.append(pa)
         peak = [q["peak_rss_mb"] for q in rows]
         work = [q["working_mb"] for q in rows]
