@@ -30,16 +30,21 @@ CHUNK = 4096       # bytes per read, a typical serial read at this data rate
 BIG_CHUNK = 65536  # what a reader that fell behind gets in one read
 
 
-def cupmon_pass(data: bytes, chunk: int, check: bool = True) -> dict:
-    """One pass of the data through Decoder (+ MonitorPipeline): counts and times."""
+def cupmon_pass(data: bytes, chunk: int, check: str = "pipeline") -> dict:
+    """One pass of the data through the Decoder and ``check``: "pipeline"
+    (MonitorPipeline: checker, alarms, statistics), "checker" (the Checker
+    alone) or "none". Returns counts and times."""
     from firmware_bridge.codec import Decoder
     from firmware_bridge.messages import SampleBlock
+    from monitor.checker import Checker
+    from monitor.config import MonitorConfig
     from monitor.pipeline import MonitorPipeline
 
     dec = Decoder()
     pipe = MonitorPipeline()
     events: list = []
     pipe.add_event_sink(events.append)
+    checker = Checker(MonitorConfig(), CUPS)  # "checker": blocks go to it directly
     frames = blocks = 0
     t_first: float | None = None
     t_last = 0.0
@@ -56,11 +61,15 @@ def cupmon_pass(data: bytes, chunk: int, check: bool = True) -> dict:
                     if t_first is None:
                         t_first = float(item.t[0])
                     t_last = float(item.t[-1])
-                    if check:
+                    if check == "pipeline":
                         pipe.on_block(item)
-                elif check:
+                    elif check == "checker":
+                        events.extend(checker.process(item))
+                elif check == "pipeline":
                     pipe.on_message(item)
-        if check:
+                elif check == "checker":
+                    events.extend(checker.on_message(item))
+        if check == "pipeline":
             pipe.flush()
     return {"frames": frames, "blocks": blocks, "wall_s": sw.wall, "cpu_s": sw.cpu,
             "events": len(events), "crc_errors": dec.stats.crc_errors,
@@ -94,7 +103,8 @@ def run(size: Size, workdir: Path) -> dict:
     out["text_capture_bytes"] = len(text)
 
     # --- binary: cupmon ----------------------------------------------------------
-    dec_only = best_of(size.repeats, cupmon_pass, data, CHUNK, check=False)
+    dec_only = best_of(size.repeats, cupmon_pass, data, CHUNK, check="none")
+    chk = best_of(size.repeats, cupmon_pass, data, CHUNK, check="checker")
     full = best_of(size.repeats, cupmon_pass, data, CHUNK)
     big = best_of(size.repeats, cupmon_pass, data, BIG_CHUNK)
     # --- binary: naive baseline over the first naive_s seconds -------------------
@@ -103,7 +113,8 @@ def run(size: Size, workdir: Path) -> dict:
         n_frames, nchk = naive.decode_check_binary(naive.chunked(part, CHUNK))
     base = {"frames": n_frames, "blocks": 1, "wall_s": sw.wall, "cpu_s": sw.cpu}
 
-    for key, r, nbytes in (("decode_only", dec_only, len(data)), ("decode_check", full, len(data)),
+    for key, r, nbytes in (("decode_only", dec_only, len(data)), ("decode_checker", chk, len(data)),
+                           ("decode_check", full, len(data)),
                            ("decode_check_64k", big, len(data)), ("naive", base, len(part))):
         for k, v in rates(r, nbytes, CUPS).items():
             out[f"{key}_{k}"] = v
@@ -135,6 +146,7 @@ def run(size: Size, workdir: Path) -> dict:
 def format_table(r: dict) -> str:
     rows = [
         ("cupmon Decoder only, 4 KiB chunks", "decode_only"),
+        ("cupmon Decoder + Checker alone, 4 KiB", "decode_checker"),
         ("cupmon Decoder + MonitorPipeline, 4 KiB", "decode_check"),
         ("cupmon Decoder + MonitorPipeline, 64 KiB", "decode_check_64k"),
         ("naive per-frame (struct+CRC+compare)", "naive"),
