@@ -430,7 +430,9 @@ def _print_calibration(run: Any, paths: dict[str, Path]) -> None:
               f"({'re-measured' if r.verified else 'computed'}), hysteresis "
               f"{_n(r.hysteresis_kpa)} kPa; c0 {f.c0:+.4f} c1 {f.c1:.5f} c2 {f.c2:.3g} -> {r.result}")
     if run.aborted:
-        print(f"  {len(run.points)} point readings kept")
+        taken = len({p.index for p in run.points})
+        print(f"  {taken} point(s) taken before the abort are kept (certificate, CSV, JSON, "
+              "database)")
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
     if run.calibration_ids:

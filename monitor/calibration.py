@@ -397,7 +397,8 @@ def wait_settled(sampler: Sampler, cols: Sequence[int], crit: SettleCriteria, *,
                     return a.readings
                 best = a
         if now - start > crit.timeout_s:
-            why = best.reason if best is not None else "no full window yet"
+            why = "no full window yet" if best is None else best.reason or \
+                "steady, but not where it should be"
             raise CalibrationError(f"{what} did not settle within {crit.timeout_s:g} s "
                                    f"({why}); widen --settle-band or check the bench for leaks")
 
@@ -484,6 +485,17 @@ class SimHandle:
         v = np.concatenate([p[1][:, col] for p in parts])
         keep = (t >= t0 - 1e-7) & (t <= t1 + 1e-7)
         return float(v[keep].mean())
+
+    def truth(self, t0: float, t1: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+        """True suction recorded for device times in (t0, t1]: (t (n,), kPa (n, cups))."""
+        with self._lock:
+            parts = [(t, v) for t, v in self._truth if t[-1] > t0 and t[0] <= t1]
+        if not parts:
+            return np.zeros(0), np.zeros((0, self.sim.cups))
+        t = np.concatenate([p[0] for p in parts])
+        v = np.concatenate([p[1] for p in parts])
+        keep = (t > t0) & (t <= t1)
+        return t[keep], v[keep]
 
     def script_end_s(self) -> float:
         """Device time after the scenario's last scripted action (s)."""
@@ -723,10 +735,13 @@ class GaugeReference:
     automatic = True
 
     def __init__(self, link: Source, sampler: Sampler, channel: int = 1,
-                 approach_kpa: float = APPROACH_KPA) -> None:
+                 approach_kpa: float = APPROACH_KPA, timeout_s: float = math.inf) -> None:
         self.link, self.sampler = link, sampler
         self.channel = int(channel)
         self.approach_kpa = approach_kpa
+        # A person sets the bench: wait for them (abort with Ctrl-C or the stop
+        # event) unless told otherwise.
+        self.timeout_s = timeout_s
         self.url = getattr(link, "url", "")
 
     def take(self, step: PlanStep, ctx: PointContext) -> Outcome:
@@ -748,7 +763,8 @@ class GaugeReference:
             return False
 
         self._last: Reading | None = None
-        readings = wait_settled(ctx.sampler, ctx.cols, ctx.settle, after_t=ctx.step_t,
+        crit = replace(ctx.settle, timeout_s=self.timeout_s)
+        readings = wait_settled(ctx.sampler, ctx.cols, crit, after_t=ctx.step_t,
                                 stop=ctx.stop, accept=gauge_ok,
                                 what=f"the device and the reference gauge near "
                                      f"{step.nominal_kpa:g} kPa")
