@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -118,6 +119,48 @@ class DurationWatch(Listener):
             self.done.set()
 
 
+class _Keys:
+    """Single-key commands on a terminal (a: acknowledge, p: pause audio,
+    q: quit) without Enter; restores the terminal on exit."""
+
+    HELP = "keys: a acknowledge all · p pause audio 2 min · q quit"
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._saved: Any = None
+        self.enabled = False
+
+    def __enter__(self) -> _Keys:
+        try:
+            if self._stream.isatty():
+                import termios
+                import tty
+
+                fd = self._stream.fileno()
+                self._saved = termios.tcgetattr(fd)
+                tty.setcbreak(fd)
+                self.enabled = True
+        except (OSError, ValueError, ImportError):
+            self.enabled = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(self._stream.fileno(), termios.TCSADRAIN, self._saved)
+
+    def wait(self, timeout: float) -> str:
+        """The key pressed within ``timeout`` s ("" if none)."""
+        if not self.enabled:
+            time.sleep(timeout)
+            return ""
+        import select
+
+        ready, _, _ = select.select([self._stream], [], [], timeout)
+        return os.read(self._stream.fileno(), 1).decode(errors="ignore") if ready else ""
+
+
 class _Stopper:
     """SIGINT/SIGTERM end the run cleanly (session completed, summary written)."""
 
@@ -190,8 +233,15 @@ def _watch(source: Source, pipeline: MonitorPipeline, watch: DurationWatch,
     connected_by = time.monotonic() + CONNECT_TIMEOUT_S
     said_waiting = False
     last_frames, last_clock = 0, time.monotonic()
-    with _Stopper() as stopper:
-        while not stopper.event.wait(REFRESH_S):
+    with _Stopper() as stopper, _Keys(sys.stdin if tty else _NoInput()) as keys:
+        while not stopper.event.is_set():
+            key = keys.wait(REFRESH_S).lower()
+            if key == "q":
+                break
+            if key == "a":
+                pipeline.acknowledge()
+            elif key == "p":
+                pipeline.pause_audio()
             snap = pipeline.snapshot()
             if watch.done.is_set():
                 pipeline_idle(source, timeout=5.0)
@@ -210,9 +260,15 @@ def _watch(source: Source, pipeline: MonitorPipeline, watch: DurationWatch,
                 now = time.monotonic()
                 fps = (stats.frames_ok - last_frames) / max(now - last_clock, 1e-6)
                 last_frames, last_clock = stats.frames_ok, now
-                out.write("\x1b[H\x1b[J" + render_table(snap, stats, fps, pipeline.config.unit))
+                out.write("\x1b[H\x1b[J" + render_table(snap, stats, fps, pipeline.config.unit)
+                          + (_Keys.HELP + "\n" if keys.enabled else ""))
                 out.flush()
     return 0
+
+
+class _NoInput:
+    def isatty(self) -> bool:
+        return False
 
 
 def pipeline_idle(source: Source, timeout: float = 60.0) -> None:

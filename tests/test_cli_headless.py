@@ -97,3 +97,57 @@ def test_no_display_falls_back_to_terminal_view(tmp_path):
             offscreen=False)
     assert r.returncode == 0, r.stderr
     assert "no display found" in r.stderr
+
+
+def test_terminal_keys_acknowledge_and_quit(tmp_path):
+    """On a terminal, 'a' acknowledges the latched alarms and 'q' quits cleanly."""
+    import pty
+    import time
+
+    ev = tmp_path / "ev.jsonl"
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"),
+               XDG_STATE_HOME=str(tmp_path / "state"), TERM="xterm")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(CUPMON + ["--headless", "--sim", "over_suction", "--speed", "20",
+                                      "--no-record", "--events", str(ev)],
+                            stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=env,
+                            cwd=tmp_path)
+    os.close(slave)
+
+    def drain() -> None:  # keep the pty from filling up while we wait
+        import select
+        while select.select([master], [], [], 0)[0]:
+            try:
+                os.read(master, 65536)
+            except OSError:
+                return
+
+    def wait_for(pred, timeout=60.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            drain()
+            events = [json.loads(x) for x in ev.read_text().splitlines()] if ev.exists() else []
+            if pred(events):
+                return events
+            time.sleep(0.05)
+        raise AssertionError(f"timed out; events: {events}")
+
+    try:
+        wait_for(lambda es: any(e["condition"] == "over_suction" and e["event"] == "cleared"
+                                for e in es))
+        os.write(master, b"a")
+        events = wait_for(lambda es: any(e["event"] == "acknowledged" for e in es))
+        acked = {e["condition"] for e in events if e["event"] == "acknowledged"}
+        assert "over_suction" in acked
+        os.write(master, b"q")
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            drain()
+            time.sleep(0.05)
+        assert proc.returncode == 0
+        assert "Traceback" not in proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(master)
