@@ -467,13 +467,22 @@ class SimHandle:
         lock = getattr(self.device, "_lock", None)
         return lock if lock is not None else contextlib.nullcontext()
 
-    def set_reference(self, kpa: float) -> None:
-        """Drive the calibration rig's chamber to ``kpa`` suction."""
+    def set_reference(self, kpa: float) -> float:
+        """Drive the calibration rig's chamber to ``kpa`` suction; returns the
+        device time (s) from which the new set point acts."""
         try:
             with self._device_lock():
                 self.sim.set_reference(float(kpa))
+                return float(self.sim.t_s)
         except ValueError as exc:
             raise CalibrationError(f"simulator: {exc}") from None
+
+    @property
+    def now_s(self) -> float:
+        """Device time of the simulator's next sample (s): ahead of what a
+        listener has received, by however far the link lags."""
+        with self._device_lock():
+            return float(self.sim.t_s)
 
     def true_mean(self, col: int, t0: float, t1: float) -> float:
         """Mean true suction of column ``col`` over device times [t0, t1], kPa."""
@@ -538,8 +547,9 @@ class QuietPrompter:
 class Bench(Protocol):
     automatic: bool
 
-    def go_to(self, kpa: float, ui: Prompter) -> None:
-        """Bring the manifold to about ``kpa`` suction (or ask someone to)."""
+    def go_to(self, kpa: float, ui: Prompter) -> float | None:
+        """Bring the manifold to about ``kpa`` suction (or ask someone to).
+        Returns the device time (s) of the step when known, else None."""
 
     def describe(self) -> str: ...
 
@@ -552,8 +562,8 @@ class SimBench:
     def __init__(self, handle: SimHandle) -> None:
         self.handle = handle
 
-    def go_to(self, kpa: float, ui: Prompter) -> None:
-        self.handle.set_reference(kpa)
+    def go_to(self, kpa: float, ui: Prompter) -> float | None:
+        return self.handle.set_reference(kpa)
 
     def describe(self) -> str:
         return "simulated calibration rig (sim://calibration_rig), stepped by cupcal"
@@ -564,8 +574,9 @@ class OperatorBench:
 
     automatic = False
 
-    def go_to(self, kpa: float, ui: Prompter) -> None:
+    def go_to(self, kpa: float, ui: Prompter) -> float | None:
         ui.say(f"Bring the bench to about {kpa:g} kPa suction and hold it there.")
+        return None
 
     def describe(self) -> str:
         return "bench pressure set by the technician"
@@ -728,8 +739,10 @@ def _number(text: str) -> float | None:
 
 class GaugeReference:
     """A reference gauge on a second serial port speaking the text format
-    (docs/protocol.md section 6): the point is taken when the device and the
-    gauge are both steady and the gauge reads near the nominal pressure."""
+    (docs/protocol.md section 6). A point is taken when the gauge is steady
+    near the nominal pressure and then the device reading has settled too,
+    with the gauge still steady at the same value (the two clocks are not
+    compared: only the order of events)."""
 
     kind = "gauge"
     automatic = True
@@ -745,31 +758,35 @@ class GaugeReference:
         self.url = getattr(link, "url", "")
 
     def take(self, step: PlanStep, ctx: PointContext) -> Outcome:
-        gauge_t = self.sampler.latest_t
         near = max(self.approach_kpa, 0.1 * step.nominal_kpa)
         col = self.channel - 1
+        crit = replace(ctx.settle, timeout_s=self.timeout_s)
+        # 1. The gauge says the bench is steady at the point ...
+        first = wait_settled(self.sampler, [col], crit, after_t=self.sampler.latest_t,
+                             stop=ctx.stop, accept=lambda r: abs(r[0].mean_kpa - step.nominal_kpa)
+                             <= near, what=f"the reference gauge near {step.nominal_kpa:g} kPa")[0]
+        held: list[Reading] = []
 
-        def gauge_ok(_readings: tuple[Reading, ...]) -> bool:
+        def gauge_still(_readings: tuple[Reading, ...]) -> bool:
             t1 = self.sampler.latest_t
-            if t1 is None or (gauge_t is not None and t1 - ctx.settle.time_s < gauge_t):
+            if t1 is None:
                 return False
-            t, x, _ = self.sampler.window(t1 - ctx.settle.time_s, t1)
+            t, x, st = self.sampler.window(t1 - ctx.settle.time_s, t1)
             if x.ndim != 2 or x.shape[1] <= col:
                 return False
-            a = assess_window(t, x[:, [col]], None, ctx.settle)
-            if a.ok and abs(a.readings[0].mean_kpa - step.nominal_kpa) <= near:
-                self._last = a.readings[0]
+            a = assess_window(t, x[:, [col]], st[:, [col]], ctx.settle)
+            if a.ok and abs(a.readings[0].mean_kpa - first.mean_kpa) <= ctx.settle.band_kpa:
+                held[:] = [a.readings[0]]
                 return True
             return False
 
-        self._last: Reading | None = None
-        crit = replace(ctx.settle, timeout_s=self.timeout_s)
-        readings = wait_settled(ctx.sampler, ctx.cols, crit, after_t=ctx.step_t,
-                                stop=ctx.stop, accept=gauge_ok,
-                                what=f"the device and the reference gauge near "
-                                     f"{step.nominal_kpa:g} kPa")
-        assert self._last is not None
-        return Taken(tuple(self._last.mean_kpa for _ in ctx.cols), readings)
+        # 2. ... then the device must settle after that moment (its data may
+        # arrive later than the gauge's), with the gauge still there.
+        readings = wait_settled(ctx.sampler, ctx.cols, ctx.settle, after_t=ctx.sampler.latest_t,
+                                stop=ctx.stop, accept=gauge_still,
+                                what=f"the device reading at {step.nominal_kpa:g} kPa with the "
+                                     "gauge steady")
+        return Taken(tuple(held[0].mean_kpa for _ in ctx.cols), readings)
 
     def describe(self) -> str:
         return f"reference gauge on {self.url} (text format, channel {self.channel})"
@@ -849,10 +866,15 @@ class Procedure:
         try:
             while i < len(plan):
                 step = plan[i]
-                self.bench.go_to(step.nominal_kpa, self.ui)
+                stepped = self.bench.go_to(step.nominal_kpa, self.ui)
                 self.sampler.wait_newer(None, NO_DATA_S)
+                # Windows start after the step: its exact device time when the
+                # bench knows it (the data received may lag it), else now.
+                step_t = self.sampler.latest_t
+                if stepped is not None:
+                    step_t = max(step_t or stepped, stepped)
                 ctx = PointContext(self.sampler, cols, self.settle, self.ui, self.bench, self.stop,
-                                   self.sampler.latest_t, bool(taken), len(plan))
+                                   step_t, bool(taken), len(plan))
                 out = self.reference.take(step, ctx)
                 if isinstance(out, Taken):
                     pts = [self._point(cup, step, ref, r) for cup, ref, r in
