@@ -61,7 +61,8 @@ def summary_rows(res: dict[str, dict], errors: dict[str, str]) -> list[tuple[str
             ok: Callable[[dict], bool | None]) -> None:
         r = res.get(section)
         if r is None:
-            rows.append((label, f"error: {errors.get(section, 'not run')[:60]}", target, "n/a"))
+            what = f"error: {errors[section][:60]}" if section in errors else "not run"
+            rows.append((label, what, target, "n/a"))
             return
         try:
             verdict = ok(r)

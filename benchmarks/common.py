@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 @dataclass(frozen=True)
 class Size:
@@ -92,9 +94,12 @@ def run_child(module: str, args: list[str], timeout: float, env: dict | None = N
     with the tail of its stderr (so the caller can record it and go on)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+    # benchmarks/ is not an installed package: the child finds it from the repo root.
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p)
     try:
         proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                              text=True, timeout=timeout, env=full_env)
+                              text=True, timeout=timeout, env=full_env, cwd=REPO)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"{module} timed out after {timeout:.0f} s") from exc
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]

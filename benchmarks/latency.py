@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import SIZES, Size, percentile
+from benchmarks.common import REPO, SIZES, Size, percentile
 from firmware_bridge.listener import Listener
 
 CUPS = 16
@@ -178,10 +178,13 @@ def run(size: Size, workdir: Path) -> dict:
     proc = None
     try:
         link.start()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.latency", "--device", str(master),
              "--excursions", str(excursions), "--log", str(log_path)],
-            pass_fds=(master,), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            pass_fds=(master,), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=REPO, env=env)
         os.close(master)  # the device owns it now
         master = -1
         line = proc.stdout.readline() if proc.stdout else ""

@@ -22,7 +22,7 @@ import math
 import struct
 from collections.abc import Iterable
 
-from firmware_bridge.protocol import NO_READING, Status
+from firmware_bridge.protocol import NO_READING, Status, crc16_ccitt_false
 
 _HDR = struct.Struct("<BBBHI")   # version, type, length, seq, time_us (after the sync)
 _SYNC = b"\xa5\x5a\x01"
@@ -66,9 +66,17 @@ class NaiveChecker:
         self._hold(cup, "detached", regulating and kpa < DETACHED, t, DETACHED_DELAY)
 
 
-def decode_check_binary(chunks: Iterable[bytes]) -> tuple[int, NaiveChecker]:
+def _crc_c(data: bytes) -> int:
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+def decode_check_binary(chunks: Iterable[bytes], pure_python_crc: bool = False
+                        ) -> tuple[int, NaiveChecker]:
     """Decode SAMPLE frames one by one from ``chunks`` and check every cup.
-    Returns (sample frames decoded, the checker)."""
+    ``pure_python_crc``: the table-driven CRC loop of
+    :func:`firmware_bridge.protocol.crc16_ccitt_false` instead of
+    ``binascii.crc_hqx``. Returns (sample frames decoded, the checker)."""
+    crc16 = crc16_ccitt_false if pure_python_crc else _crc_c
     checker = NaiveChecker()
     frames = 0
     buf = b""
@@ -89,7 +97,7 @@ def decode_check_binary(chunks: Iterable[bytes]) -> tuple[int, NaiveChecker]:
                 i = j
                 break
             (crc,) = struct.unpack_from("<H", buf, end - 2)
-            if binascii.crc_hqx(buf[j + 2:end - 2], 0xFFFF) != crc:
+            if crc16(buf[j + 2:end - 2]) != crc:
                 i = j + 1
                 continue
             i = end
