@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cupmon benchmarks ({size.name} run) on {machine['cores']} cores, {machine['cpu']}; "
           f"Python {machine['python']}, numpy {machine['numpy']}, PySide6/Qt "
           f"{machine['pyside6']}, pyqtgraph {machine['pyqtgraph']}; load average "
-          f"{' '.join(str(x) for x in machine['loadavg'])}", flush=True)
+          f"{' '.join(str(x) for x in machine['loadavg'])}; commit {machine['commit']}"
+          + (f" with {machine['uncommitted_code_files']} uncommitted code files"
+             if machine["uncommitted_code_files"] else ""), flush=True)
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
     timings: dict[str, float] = {}

@@ -60,7 +60,20 @@ def machine_info() -> dict:
         except metadata.PackageNotFoundError:
             return "not installed"
 
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    # Uncommitted edits in the code under test make a figure unreproducible from
+    # the commit alone: say so.
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "firmware_bridge", "monitor",
+                                  "sim").splitlines()]
     return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "uncommitted_code_files": len(dirty),
         "cores": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),
