@@ -107,6 +107,7 @@ def run(size: Size, workdir: Path) -> dict:
     chk = best_of(size.repeats, cupmon_pass, data, CHUNK, check="checker")
     full = best_of(size.repeats, cupmon_pass, data, CHUNK)
     big = best_of(size.repeats, cupmon_pass, data, BIG_CHUNK)
+    big_dec = best_of(size.repeats, cupmon_pass, data, BIG_CHUNK, check="none")
     # --- binary: naive baseline over the first naive_s seconds -------------------
     part = data[:int(len(data) * min(1.0, size.naive_s / size.decode_s))]
     with Stopwatch() as sw:
@@ -133,6 +134,16 @@ def run(size: Size, workdir: Path) -> dict:
     # Where the time goes: per block, decode vs check (µs).
     out["check_us_per_block"] = 1e6 * (full["wall_s"] - dec_only["wall_s"]) / max(1, full["blocks"])
     out["samples_per_block"] = full["frames"] / max(1, full["blocks"])
+    # Cost model of the pipeline's check from the two read sizes:
+    # check time = blocks x per_block + frames x per_frame (same frames, fewer blocks).
+    c4, c64 = full["wall_s"] - dec_only["wall_s"], big["wall_s"] - big_dec["wall_s"]
+    db = full["blocks"] - big["blocks"]
+    per_block = (c4 - c64) / db if db else float("nan")
+    per_frame = (c64 - big["blocks"] * per_block) / max(1, full["frames"])
+    out["check_fixed_us_per_block"] = 1e6 * per_block
+    out["check_us_per_frame"] = 1e6 * per_frame
+    # However large the blocks, decode + check cannot beat this (frames/s).
+    out["check_ceiling_frames_per_s"] = 1.0 / per_frame if per_frame > 0 else float("nan")
 
     # --- text: cupmon and the per-line baseline -------------------------------------
     tfull = best_of(size.repeats, cupmon_pass, text, CHUNK)
@@ -167,6 +178,9 @@ def format_table(r: dict) -> str:
     lines.append(f"decode+check / naive: {r['decode_check_vs_naive']:.2f}x (4 KiB), "
                  f"{r['decode_check_64k_vs_naive']:.2f}x (64 KiB); check cost "
                  f"{r['check_us_per_block']:.0f} us per block of {r['samples_per_block']:.0f} samples")
+    lines.append(f"pipeline check cost model: {r['check_fixed_us_per_block']:.0f} us per block + "
+                 f"{r['check_us_per_frame']:.2f} us per frame; ceiling with unbounded blocks "
+                 f"{r['check_ceiling_frames_per_s']:,.0f} frames/s")
     lines.append(f"text: cupmon {r['text_lines_per_s']:,.0f} lines/s ({r['text_mb_per_s']:.1f} MB/s), "
                  f"naive per-line {r['text_naive_lines_per_s']:,.0f} lines/s: "
                  f"{r['text_vs_naive']:.2f}x")
