@@ -341,6 +341,26 @@ class _Runner:
             if last - t0 > timeout_s:
                 return False
 
+    def first_status(self, t_from: float, bit: int, present: bool,
+                     timeout_s: float = 10.0) -> float:
+        """Device time (s) by which every tested cup has shown ``bit`` set
+        (``present``) or clear, in samples from ``t_from`` on."""
+        found: dict[int, float] = {}
+
+        def seen(t1: float) -> bool:
+            t, _, st = self.data(t_from, t1)
+            for k in range(len(self.cups)):
+                if k in found or not t.size:
+                    continue
+                hit = ((st[:, k] & int(bit)) != 0) == present
+                if hit.any():
+                    found[k] = float(t[int(np.argmax(hit))])
+            return len(found) == len(self.cups)
+
+        if not self.wait(seen, timeout_s, t_from):
+            raise PumpTestError("the device did not act on the command (status bits unchanged)")
+        return max(found.values())
+
     def vent(self) -> None:
         """VENT the cups and wait until they read near zero and steady."""
         self.cmd(Command(MsgType.VENT, mask=self.mask), "venting")
@@ -416,9 +436,12 @@ class _Runner:
             r.regulated_mean_kpa = float(col.mean()) if col.size else None
             r.regulated_min_kpa = float(col.min()) if col.size else None
             r.regulated_max_kpa = float(col.max()) if col.size else None
-        # Leak-down: pump off, valve closed, the cup holds what it has.
+        # Leak-down: pump off, valve closed, the cup holds what it has. The
+        # hold is timed from the first sample the device shows stopped (the
+        # newest sample received may lag the moment STOP acted).
+        t_cmd = self.now()
         self.cmd(Command(MsgType.STOP, mask=self.mask), "stopping the pumps")
-        t_stop = self.now()
+        t_stop = self.first_status(t_cmd, Status.REGULATING, present=False)
         h0 = t_stop + crit.hold_settle_s
         h1 = h0 + crit.hold_s
         self.wait(lambda t1: t1 >= h1, crit.hold_settle_s + crit.hold_s + 5.0, t_stop)
