@@ -327,12 +327,7 @@ def cmd_calibrate(args: argparse.Namespace, ui: ConsolePrompter) -> int:
     ambient = {k: v for k, v in (("temperature_c", args.temperature),
                                  ("humidity_pct", args.humidity),
                                  ("pressure_kpa", args.pressure)) if v is not None}
-    ref_u = args.reference_uncertainty
-    if ref_u is None:
-        ref_u = 0.0
-        if reference != "sim":
-            ui.say("warning: --reference-uncertainty not given: 0 kPa assumed; give the "
-                   "reference's expanded uncertainty (k=2) from its certificate")
+    ref_u = args.reference_uncertainty if args.reference_uncertainty is not None else 0.0
     options = cal.CalibrationOptions(
         points=points, falling=not args.no_falling, repeats=args.repeats, tolerance=tolerance,
         settle=settle, verify=args.verify, reference_u_kpa=ref_u,
@@ -350,6 +345,9 @@ def cmd_calibrate(args: argparse.Namespace, ui: ConsolePrompter) -> int:
             options.cups = cal.parse_cups(args.cups, info.cups)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if args.reference_uncertainty is None and reference != "sim":
+            ui.say("warning: --reference-uncertainty not given: 0 kPa assumed; give the "
+                   "reference's expanded uncertainty (k=2) from its certificate")
         bench: Any = cal.SimBench(dev.handle) if dev.handle is not None else cal.OperatorBench()
         if reference == "sim":
             ref: Any = cal.SimReference(dev.handle)
