@@ -299,6 +299,15 @@ class MonitorPipeline(Listener):
         """Events so far (pass to :meth:`events` to get only newer ones)."""
         return self._count
 
+    def reset_stats(self) -> None:
+        """Start the therapy statistics afresh from the next block (a recorded
+        session starting on a running connection). Alarms are not touched."""
+        with self._lock:
+            self._process_pending()
+            if self._stats is not None:
+                self._stats = Stats(self._stats.cups, self._config.signal_loss_s)
+        self._flush()
+
     def stats_summary(self) -> dict:
         """Per-cup therapy statistics (JSON-serialisable), empty before data."""
         self.flush()

@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from firmware_bridge.errors import LinkError
 from firmware_bridge.listener import Notifier
 from firmware_bridge.messages import DeviceInfo, LinkState, LinkStats, SampleBlock
@@ -41,29 +43,50 @@ class _Pacer:
 
     Device time is accumulated from forward steps only, so a device reset
     (time going back) continues the schedule instead of stalling or racing.
+    :meth:`set_speed` may be called from another thread while it waits: what
+    is already due stays due, the rest follows the new speed.
     """
+
+    #: Longest single wait (s), so a speed change takes effect promptly.
+    NAP_S = 0.05
 
     def __init__(self, speed: float | None) -> None:
         self.speed = speed
         self.wall0: float | None = None
         self.elapsed = 0.0      # device seconds since the first block
         self.last: float | None = None
+        self._lock = threading.Lock()
+
+    def set_speed(self, speed: float | None) -> None:
+        """Change the speed (None: as fast as possible) from now on."""
+        with self._lock:
+            now = time.monotonic()
+            if self.wall0 is None or self.speed is None:
+                pos = self.elapsed          # as fast as possible: it is where it published
+            else:
+                pos = min(self.elapsed, (now - self.wall0) * self.speed)
+            self.speed = speed
+            if self.wall0 is not None and speed is not None:
+                self.wall0 = now - pos / speed
 
     def wait(self, t_last: float, stop: threading.Event) -> bool:
         """Block until device time ``t_last`` (s) is due. False if stopped."""
-        if self.last is not None and t_last > self.last:
-            self.elapsed += t_last - self.last
-        self.last = t_last
-        if self.speed is None:
-            return not stop.is_set()
-        now = time.monotonic()
-        if self.wall0 is None:
-            self.wall0 = now
-        due = self.wall0 + self.elapsed / self.speed
-        while now < due:
-            if stop.wait(due - now):
-                return False
+        with self._lock:
+            if self.last is not None and t_last > self.last:
+                self.elapsed += t_last - self.last
+            self.last = t_last
+            if self.wall0 is None:
+                self.wall0 = time.monotonic()
+        while True:
+            with self._lock:
+                if self.speed is None:
+                    break
+                due = self.wall0 + self.elapsed / self.speed
             now = time.monotonic()
+            if now >= due:
+                break
+            if stop.wait(min(due - now, self.NAP_S)):
+                return False
         return not stop.is_set()
 
 
@@ -92,6 +115,14 @@ class _ReplaySource(Source):
         self._blocks = 0
         self._samples = 0
         self._lost = 0
+        self._pacer = _Pacer(self.speed)
+
+    def set_speed(self, speed: float | None) -> None:
+        """Change the replay speed while it runs (None: as fast as possible);
+        device time already published stays where it is."""
+        speed = _check_speed(speed)
+        self.speed = speed
+        self._pacer.set_speed(speed)
 
     def start(self) -> None:
         """Start publishing on a thread (non-blocking). Idempotent."""
@@ -137,8 +168,11 @@ class _ReplaySource(Source):
             finally:
                 self.done.set()
 
-    def _publish(self, block: SampleBlock, pacer: _Pacer) -> bool:
-        if not pacer.wait(float(block.t[-1]), self._stop_evt):
+    def _publish(self, block: SampleBlock, pacer: _Pacer | None) -> bool:
+        if pacer is None:
+            if self._stop_evt.is_set():
+                return False
+        elif not pacer.wait(float(block.t[-1]), self._stop_evt):
             return False
         if block.host_time == 0.0:
             block = SampleBlock(block.t, block.suction, block.status, time.monotonic(),
@@ -162,14 +196,23 @@ class SessionReplaySource(_ReplaySource):
     Publishes the session's DeviceInfo and a LinkEvent CONNECTED carrying it,
     then the blocks as recorded, then LinkEvent CLOSED. ``speed`` scales device
     time (2.0 = twice as fast); None = as fast as the listeners take it.
-    Raises :class:`StoreError` (one line) for a bad database or unknown id.
+    ``start_t`` (device s) starts the paced replay there instead of at the
+    beginning; the ``preroll_s`` seconds before it are published at once
+    first (so a display shows the window leading up to ``start_t``, and the
+    checker has seen them). Raises :class:`StoreError` (one line) for a bad
+    database or unknown id.
     """
 
     name = "session-replay"
 
     def __init__(self, store_or_path: Store | str | Path | None, session_id: int,
-                 speed: float | None = None, notifier: Notifier | None = None) -> None:
+                 speed: float | None = None, notifier: Notifier | None = None, *,
+                 start_t: float | None = None, preroll_s: float = 0.0) -> None:
         super().__init__(speed, notifier)
+        #: Device time (s) the paced replay starts at (None: the beginning).
+        self.start_t = None if start_t is None else float(start_t)
+        #: Seconds before ``start_t`` published at once, unpaced (fills a trace window).
+        self.preroll_s = max(0.0, float(preroll_s))
         if isinstance(store_or_path, Store):
             self.path = store_or_path.path
             self.session = store_or_path.get_session(session_id)
@@ -194,12 +237,24 @@ class SessionReplaySource(_ReplaySource):
                 f"{info.rate_hz} Hz, recorded {when}" if info is not None
                 else f"recorded {when}")
         self._publish_state(LinkState.CONNECTED, f"replaying {self.describe()} ({what})", info)
-        pacer = _Pacer(self.speed)
+        pacer = self._pacer
+        first = None if self.start_t is None else self.start_t - self.preroll_s
         # The Store was opened on the caller's thread; SQLite connections stay
         # on their thread, so the reader opens its own.
         with Store(self.path, create=False) as store:
-            for block in store.iter_blocks(self.session_id):
-                if not self._publish(block, pacer):
+            for block in store.iter_blocks(self.session_id, t_from=first):
+                if first is not None and block.t[0] < first:
+                    k = int(np.searchsorted(block.t, first))
+                    if k >= block.n:
+                        continue
+                    # Skipped on purpose, not lost: no gap is marked.
+                    block = SampleBlock(block.t[k:], block.suction[k:], block.status[k:],
+                                        block.host_time)
+                if self.start_t is not None and block.t[-1] < self.start_t:
+                    ok = self._publish(block, None)   # pre-roll: at once
+                else:
+                    ok = self._publish(block, pacer)
+                if not ok:
                     return
 
     def stats(self) -> LinkStats:
@@ -272,7 +327,7 @@ class CaptureReplaySource(_ReplaySource):
         from firmware_bridge.codec import Command
 
         dec = self._decoder
-        pacer = _Pacer(self.speed)
+        pacer = self._pacer
         host0 = time.monotonic()
         t_first: float | None = None
         t_last = 0.0

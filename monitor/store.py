@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sqlite3
 import time
@@ -747,10 +748,12 @@ class Store:
         return enc.nbytes + (len(parts) if parts else 0)
 
     def iter_blocks(self, session_id: int, *, split: bool = True,
-                    batch_rows: int = 64) -> Iterator[SampleBlock]:
+                    batch_rows: int = 64, t_from: float | None = None) -> Iterator[SampleBlock]:
         """The session's samples in order, as :class:`SampleBlock` s with
         ``gap_before``/``lost_before`` as recorded. ``split=True`` gives the
         blocks exactly as they were recorded; ``False`` one block per row.
+        ``t_from`` (device s) skips the rows that end before it, without
+        decoding them (the first block given may still start earlier).
 
         Rows are fetched ``batch_rows`` at a time in short read transactions:
         a slow consumer (paced replay) never pins an old snapshot, which would
@@ -763,8 +766,9 @@ class Store:
                 rows = self.conn.execute(
                     "SELECT seq, n, cups, gap_before, lost_before, t_codec, suction_codec, "
                     "status_codec, t, suction, status, parts FROM sample_blocks "
-                    "WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                    (session_id, last, batch_rows)).fetchall()
+                    "WHERE session_id = ? AND seq > ? AND t1 >= ? ORDER BY seq LIMIT ?",
+                    (session_id, last, -math.inf if t_from is None else float(t_from),
+                     batch_rows)).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
             if not rows:
