@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from monitor.alarms import Alarm
 from monitor.snapshot import CupView
@@ -34,8 +34,22 @@ def clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+#: Command outcome badge colours on the tile: (background, text).
+_BADGE = {"busy": ("#fbc02d", "#000000"), "ok": ("#1b5e20", "#ffffff"),
+          "bad": ("#000000", "#ffeb3b")}
+#: Commands a tile's context menu offers: (kind, label).
+TILE_COMMANDS = (("start", "Start"), ("stop", "Stop"), ("vent", "Vent (release)"),
+                 ("band", "Set band…"))
+
+
 class CupTile(QtWidgets.QFrame):
-    """The display of one cup; :meth:`show_view` updates it from a CupView."""
+    """The display of one cup; :meth:`show_view` updates it from a CupView.
+
+    A click selects the cup for the controls (``clicked``); the context menu
+    offers its commands (``commandRequested(cup, kind)``)."""
+
+    clicked = QtCore.Signal(int)
+    commandRequested = QtCore.Signal(int, str)
 
     def __init__(self, cup: int, flasher: Flasher | None = None,
                  parent: QtWidgets.QWidget | None = None) -> None:
@@ -48,6 +62,8 @@ class CupTile(QtWidgets.QFrame):
                            QtWidgets.QSizePolicy.Policy.Fixed)
         self._severity = "idle"
         self._flashing = False
+        self._selected = False
+        self._commands_enabled = False
         self._style = ""
 
         self.header = QtWidgets.QLabel(f"Cup {cup}")
@@ -93,15 +109,38 @@ class CupTile(QtWidgets.QFrame):
         self.dwell_bar.setTextVisible(False)
         self.dwell_bar.setFixedHeight(5)
         self.dwell_bar.setRange(0, 1000)
+        # The outcome of the last command for this cup ("Vent: sending…",
+        # "Vent: done", "Band: refused: …"), beside the time on the skin.
+        self.command_label = QtWidgets.QLabel("")
+        self.command_label.setObjectName("tileCommand")
+        self.command_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight
+                                        | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        # As wide as its text, but it may be cut on a narrow tile: it must not
+        # widen the window (the full text is in its tooltip and the status line).
+        self.command_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Maximum,
+                                         QtWidgets.QSizePolicy.Policy.Preferred)
+        self.command_label.setMinimumWidth(1)
+        self.command_label.hide()
+        self._command_level = ""
+        self._band_texts: tuple[str, ...] = ("",)
+        self._time_texts: tuple[str, ...] = ("",)
+        self._command_texts: tuple[str, str] = ("", "")
+        times = QtWidgets.QHBoxLayout()
+        times.setContentsMargins(6, 0, 6, 0)
+        times.setSpacing(4)
+        times.addWidget(self.time_label, 1)
+        times.addWidget(self.command_label)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 4)
         lay.setSpacing(1)
         lay.addWidget(self.strip)
         lay.addLayout(mid)
-        for w in (self.band_label, self.time_label, self.dwell_bar):
-            w.setContentsMargins(6, 0, 6, 0)
-            lay.addWidget(w)
+        self.band_label.setContentsMargins(6, 0, 6, 0)
+        lay.addWidget(self.band_label)
+        lay.addLayout(times)
+        self.dwell_bar.setContentsMargins(6, 0, 6, 0)
+        lay.addWidget(self.dwell_bar)
         if flasher is not None:
             flasher.toggled.connect(self._on_flash)
         self._apply_style()
@@ -129,12 +168,13 @@ class CupTile(QtWidgets.QFrame):
             st.polish(self.value_label)
         self.state_label.setText(view.state)
         lo, hi = view.band
-        band = (f"Band {format_pressure(lo, unit, with_unit=False)}–"
-                f"{format_pressure(hi, unit, with_unit=False)}")
-        if view.time_in_target_pct is not None:
-            band += f" · {view.time_in_target_pct:.0f}%"
-        self.band_label.setText(band)
+        rng = (f"{format_pressure(lo, unit, with_unit=False)}–"
+               f"{format_pressure(hi, unit, with_unit=False)}")
+        pct = "" if view.time_in_target_pct is None else f" · {view.time_in_target_pct:.0f}%"
+        # Longest first; a narrow tile (8 per row) drops words, never the numbers.
+        self._band_texts = (f"Band {rng}{pct}", f"{rng}{pct}", rng)
         self._show_times(view)
+        self._refit()
         if view.severity != self._severity or flashing != self._flashing:
             self._severity, self._flashing = view.severity, flashing
             self._apply_style()
@@ -142,18 +182,95 @@ class CupTile(QtWidgets.QFrame):
 
     def _show_times(self, view: CupView) -> None:
         if view.applied_s is None:
-            self.time_label.setText("Not applied")
+            self._time_texts = ("Not applied", "Off")
             self.dwell_bar.setValue(0)
             self.dwell_bar.setProperty("over", False)
             return
-        text = f"On {clock(view.applied_s)}"
+        on = clock(view.applied_s)
         rem = view.dwell_remaining_s
         if rem is not None:
-            limit = view.applied_s + rem
-            text += f" / {clock(limit)}" + (" – over!" if rem < 0 else "")
-            frac = view.applied_s / limit if limit > 0 else 1.0
+            limit = clock(view.applied_s + rem)
+            over = " – over!" if rem < 0 else ""
+            self._time_texts = (f"On {on} / {limit}{over}", f"{on} / {limit}{over}",
+                                f"{on}/{limit}" + ("!" if over else ""))
+            total = view.applied_s + rem
+            frac = view.applied_s / total if total > 0 else 1.0
             self.dwell_bar.setValue(int(1000 * min(1.0, max(0.0, frac))))
-        self.time_label.setText(text)
+        else:
+            self._time_texts = (f"On {on}", on)
+
+    def show_command(self, text: str, level: str = "", short: str = "") -> None:
+        """The outcome of the last command for this cup ("" hides it); level
+        "busy", "ok" or "bad" colours the badge; ``short`` is shown instead
+        when the tile is too narrow for ``text`` beside the time."""
+        self._command_texts = (text, short or text)
+        self.command_label.setToolTip(text)
+        self.command_label.setVisible(bool(text))
+        if level != self._command_level:
+            self._command_level = level
+            self._apply_style()
+        self._refit()
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._refit()
+
+    def _refit(self) -> None:
+        """Put the longest text variants that fit the tile's width."""
+        band, times, cmd = self._band_texts, self._time_texts, self._command_texts
+        if not self.isVisible():      # no real width yet: the full texts
+            self.band_label.setText(band[0])
+            self.time_label.setText(times[0])
+            self.command_label.setText(cmd[0])
+            self.header.setText(f"Cup {self.cup}")
+            return
+        # The band label spans the tile inside its own 6 px margins, as do the
+        # header and time rows (their layouts' margins).
+        row = max(1, self.band_label.contentsRect().width())
+        head = f"Cup {self.cup}"
+        hfm = self.header.fontMetrics()
+        if hfm.horizontalAdvance(f"{head} {self.state_label.text()}") + 8 > row:
+            head = str(self.cup)      # keep the state word on one line
+        self.header.setText(head)
+
+        def fits(label: QtWidgets.QLabel, text: str, width: int, pad: int = 0) -> bool:
+            return label.fontMetrics().horizontalAdvance(text) + pad <= width
+
+        def pick(label: QtWidgets.QLabel, texts: tuple[str, ...], width: int) -> None:
+            label.setText(next((t for t in texts if fits(label, t, width)), texts[-1]))
+
+        pick(self.band_label, band, row)
+        if cmd[0]:
+            badge = self.command_label
+            shortest_time = badge.fontMetrics().horizontalAdvance(times[-1])
+            text = cmd[0] if fits(badge, cmd[0], row - shortest_time - 4, 8) else cmd[1]
+            badge.setText(text)
+            row -= badge.fontMetrics().horizontalAdvance(text) + 8 + 4
+        pick(self.time_label, times, row)
+
+    def set_selected(self, selected: bool) -> None:
+        """Outline the tile the controls act on."""
+        if selected != self._selected:
+            self._selected = selected
+            self._apply_style()
+
+    def set_commands_enabled(self, enabled: bool) -> None:
+        """Whether the context menu offers commands."""
+        self._commands_enabled = enabled
+
+    def mousePressEvent(self, event: QtGui.QMouseEvent) -> None:
+        if event.button() == QtCore.Qt.MouseButton.LeftButton:
+            self.clicked.emit(self.cup)
+        super().mousePressEvent(event)
+
+    def contextMenuEvent(self, event: QtGui.QContextMenuEvent) -> None:
+        self.clicked.emit(self.cup)
+        menu = QtWidgets.QMenu(self)
+        for kind, label in TILE_COMMANDS:
+            act = menu.addAction(f"Cup {self.cup}: {label}")
+            act.setEnabled(self._commands_enabled)
+            act.triggered.connect(lambda _=False, k=kind: self.commandRequested.emit(self.cup, k))
+        menu.exec(event.globalPos())
 
     def _on_flash(self, severity: str) -> None:
         if self._flashing and severity == self._severity:
@@ -176,9 +293,13 @@ class CupTile(QtWidgets.QFrame):
         else:                                      # a coloured strip on a dark tile
             strip_bg, strip_fg = severity_colors(self._severity)
             body_fg = "#ffffff"
+        border = "3px solid #ffffff" if self._selected else f"2px solid {strip_bg}"
+        badge_bg, badge_fg = _BADGE.get(self._command_level, ("transparent", body_fg))
         style = (
-            f"QFrame#cupTile {{ background: {bg}; border: 2px solid {strip_bg}; "
+            f"QFrame#cupTile {{ background: {bg}; border: {border}; "
             "border-radius: 4px; }"
+            f"QLabel#tileCommand {{ color: {badge_fg}; background: {badge_bg}; "
+            "font-size: 8pt; font-weight: bold; padding: 0px 3px; border-radius: 2px; }"
             f"QFrame#tileStrip {{ background: {strip_bg}; border: none; border-radius: 0; }}"
             f"QLabel#tileHeader, QLabel#tileState {{ color: {strip_fg}; font-weight: bold; "
             "font-size: 11pt; background: transparent; }"
@@ -204,12 +325,19 @@ def _flashing_cups(alarms: Sequence[Alarm]) -> set[int]:
 class TileGrid(QtWidgets.QWidget):
     """All cup tiles, up to 8 per row (16 cups fit 1366 px in two rows)."""
 
+    #: A tile was clicked (cup, 1-based).
+    cupClicked = QtCore.Signal(int)
+    #: A tile's context menu asked for a command (cup, kind).
+    commandRequested = QtCore.Signal(int, str)
+
     def __init__(self, flasher: Flasher | None = None,
                  parent: QtWidgets.QWidget | None = None, per_row: int = 8) -> None:
         super().__init__(parent)
         self.flasher = flasher
         self.per_row = per_row
         self.tiles: list[CupTile] = []
+        self._selected = 0
+        self._commands_enabled = False
         self._grid = QtWidgets.QGridLayout(self)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(4)
@@ -222,8 +350,29 @@ class TileGrid(QtWidgets.QWidget):
             t.deleteLater()
         self.tiles = [CupTile(c + 1, self.flasher, self) for c in range(cups)]
         per_row = min(self.per_row, max(1, cups))
+        for col in range(self.per_row):   # equal widths, whatever a tile's words
+            self._grid.setColumnStretch(col, 1 if col < per_row else 0)
         for i, t in enumerate(self.tiles):
             self._grid.addWidget(t, i // per_row, i % per_row)
+            t.clicked.connect(self.cupClicked)
+            t.commandRequested.connect(self.commandRequested)
+            t.set_selected(t.cup == self._selected)
+            t.set_commands_enabled(self._commands_enabled)
+
+    def tile(self, cup: int) -> CupTile | None:
+        """The tile of 1-based ``cup`` (None if there is none)."""
+        return self.tiles[cup - 1] if 1 <= cup <= len(self.tiles) else None
+
+    def select(self, cup: int) -> None:
+        """Outline ``cup``'s tile (0: none, i.e. all cups)."""
+        self._selected = cup
+        for t in self.tiles:
+            t.set_selected(t.cup == cup)
+
+    def set_commands_enabled(self, enabled: bool) -> None:
+        self._commands_enabled = enabled
+        for t in self.tiles:
+            t.set_commands_enabled(enabled)
 
     def show_cups(self, views: Sequence[CupView], alarms: Sequence[Alarm] = (),
                   unit: str = "kPa") -> None:
