@@ -130,6 +130,10 @@ def run_gui(args: argparse.Namespace) -> int:
     the window closes. Returns the process exit code."""
     config = build_config(args)
     spec = _spec(args)
+    if spec.replay is not None and spec.speed is None:
+        from dataclasses import replace
+
+        spec = replace(spec, speed=1.0)   # the window replays in real time unless told
     app = ensure_app()
     from monitor.sources import open_source, sim_url
 
@@ -146,13 +150,17 @@ def run_gui(args: argparse.Namespace) -> int:
                                 source=src, config=config)
         print(f"cupmon: screenshot saved to {out}", file=sys.stderr)
         return 0
-    win = MainWindow(config)
+    win = MainWindow(config, db_path=getattr(args, "db", None))
     if getattr(args, "unit", None):
         win.set_unit(args.unit)  # the command line wins over the saved choice
     if not win.settings.contains("window/geometry"):
         win.resize(*SCREEN_SIZE)
     win.show()
     win.connection.choose_url(label)
+    if spec.replay is not None and spec.replay.strip().isdigit():
+        # A stored session: reviewed with the timeline, read on a worker.
+        win.open_session(int(spec.replay), speed=spec.speed)
+        return int(app.exec())
     try:
         source = open_source(spec)
     except Exception as exc:  # shown in the window; the user can pick another source

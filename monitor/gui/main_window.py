@@ -1,11 +1,15 @@
-"""The main window: connection bar, alarm banner, cup tiles, traces, device panel.
+"""The main window: connection bar, alarm banner, then tabs (Monitor: pump
+controls, cup tiles, replay timeline, traces; Alarm log; Sessions; and any
+tab added with :meth:`MainWindow.add_tab`), and the device panel.
 
 Threads (docs/gui.md): the source's reader thread decodes; the pipeline
-(checker + alarms) and the DisplayBuffer run as listeners on their own
-dispatch threads; this window, on the GUI thread, only reads
-``pipeline.snapshot()`` (10 Hz), ``buffer.view()`` (trace timer, <= 60 Hz)
-and a small queue of link events, and sends user actions (acknowledge,
-audio pause) back. It computes no alarm and never waits on the device.
+(checker + alarms), the DisplayBuffer and a recording's Recorder run as
+listeners on their own dispatch threads; this window, on the GUI thread,
+only reads ``pipeline.snapshot()`` (10 Hz), ``buffer.view()`` (trace timer,
+<= 60 Hz) and small queues of link and alarm events, and sends user actions
+back. Commands go out on a worker and their ACK/NACK comes back through a
+queued signal; database reads and writes run on workers too. It computes no
+alarm and never waits on the device or the database.
 """
 
 from __future__ import annotations
@@ -15,27 +19,39 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from firmware_bridge.codec import Command
 from firmware_bridge.listener import Listener
 from firmware_bridge.messages import DeviceInfo, LinkEvent, LinkState
+from firmware_bridge.protocol import ALL_CUPS as ALL_MASK
+from firmware_bridge.protocol import MsgType
 from firmware_bridge.source import Source
-from monitor.config import MonitorConfig
+from monitor.config import ConfigError, MonitorConfig
 from monitor.display_buffer import DisplayBuffer
 from monitor.errors import user_message
 from monitor.pipeline import MonitorPipeline
 from monitor.snapshot import MonitorSnapshot
-from monitor.units import PER_KPA, normalize_unit
+from monitor.store import default_db_path
+from monitor.units import PER_KPA, format_pressure, normalize_unit
 
 from .alarm_banner import AlarmBanner
+from .alarm_log import AlarmLogPane
 from .audio import AlarmSound
+from .commands import CommandRecord, CommandSender
 from .connection_bar import ConnectionBar
+from .controls import ALL_CUPS, ControlBar, install_release_shortcut
 from .device_panel import DevicePanel
 from .flash import Flasher
+from .replay_bar import ReplayBar
+from .sessions import SessionDialog, SessionsPane, SummaryDialog, export_session
 from .tiles import TileGrid
 from .traces import TracePanel
+from .worker import AsyncRunner
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +59,14 @@ SourceFactory = Callable[[str], Source]
 UI_INTERVAL_MS = 100     # tiles, banner, sound: 10 Hz is readable and cheap
 PANEL_EVERY = 5          # device panel every 5th UI tick (2 Hz)
 LIVE_KEY = "F5"
+RECORD_KEY = "Ctrl+R"
+#: How long a command's outcome stays on its tile, s (a failure stays longer).
+TILE_OK_S, TILE_FAIL_S = 8.0, 30.0
+#: A replay's pre-roll (the unpaced stretch before a seek point) is at most one
+#: trace window and at most this many values (samples x cups): ~40 s at 16
+#: cups x 1 kHz, the whole 10-min window at 4 cups x 100 Hz.
+PREROLL_VALUES = 2_000_000
+MIN_PREROLL_S = 5.0
 
 
 REPLAY_PREFIX = "replay:"
@@ -76,23 +100,89 @@ class _LinkRelay(Listener):
             self.queue.append(msg)
 
 
+def _is_replay(source: Source | None) -> bool:
+    from monitor.replay import CaptureReplaySource, SessionReplaySource
+
+    return isinstance(source, SessionReplaySource | CaptureReplaySource)
+
+
+@dataclass
+class ReplayState:
+    """The stored session being reviewed (see :meth:`MainWindow.open_session`)."""
+
+    session_id: int
+    db: Path
+    session: dict[str, Any]
+    t0: float
+    t1: float
+    events: list[dict[str, Any]] = field(default_factory=list)
+    speed: float | None = 1.0
+    playing: bool = False
+    ended: bool = False
+    position: float = 0.0
+    generation: int = 0
+
+    @property
+    def title(self) -> str:
+        """"Session 7 · P-0042" (the replay bar's label)."""
+        who = self.session.get("patient") or self.session.get("therapist") or ""
+        return f"Session {self.session_id}" + (f" · {who}" if who else "")
+
+    @property
+    def description(self) -> str:
+        """Everything known about the session, for the label's tooltip."""
+        s = self.session
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.get("started_wall") or 0))
+        parts = [f"Replay of session {self.session_id}, recorded {started}"]
+        for key in ("therapist", "patient", "notes", "source"):
+            if s.get(key):
+                parts.append(f"{key}: {s[key]}")
+        return "\n".join(parts)
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """cupmon's window. ``settings``: where choices persist (None: the user's
-    QSettings; pass ``persist=False`` for screenshots and tests)."""
+    QSettings; pass ``persist=False`` for screenshots and tests). ``db_path``:
+    the session database (default: the saved choice, else
+    ``monitor.store.default_db_path()``)."""
 
     #: (source, label, exception or None) from the thread that starts a source.
     _started = QtCore.Signal(object, str, object)
+    #: The monitored source changed (a Source, or None when there is none).
+    sourceChanged = QtCore.Signal(object)
+    #: A recording started (session id) or ended (None).
+    recordingChanged = QtCore.Signal(object)
 
     def __init__(self, config: MonitorConfig | None = None, *,
                  settings: QtCore.QSettings | None = None, persist: bool = True,
                  source_factory: SourceFactory | None = None, audio: bool = True,
-                 fps: float = 30.0, parent: QtWidgets.QWidget | None = None) -> None:
+                 fps: float = 30.0, db_path: str | Path | None = None,
+                 extra_tabs: bool = True, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("cupmon – cupping monitor")
         self.config = config or MonitorConfig()
         self.persist = persist
         self.settings = settings if settings is not None else QtCore.QSettings("cupmon", "cupmon")
         self.source_factory = source_factory or default_source_factory
+        saved_db = self.settings.value("sessions/db", "")
+        self.db_path = Path(db_path) if db_path else (Path(str(saved_db)) if saved_db
+                                                      else default_db_path())
+        self.io = AsyncRunner(self)
+        # Start and stop of a recording run one after the other, never overlapping.
+        self.rec_io = AsyncRunner(self, workers=1, name="gui-recording")
+        self.commands = CommandSender(self)
+        self.recorder: Any = None           # monitor.recorder.Recorder while recording
+        self.recording_state = "idle"        # idle | starting | recording | stopping
+        self.recording_id: int | None = None
+        self._rec_t0 = 0.0
+        self._rec_links: tuple[Source, MonitorPipeline] | None = None
+        self.replay: ReplayState | None = None
+        self.summary_dialog: SummaryDialog | None = None
+        self.session_dialog: SessionDialog | None = None
+        self._alarm_events: collections.deque[Any] = collections.deque()
+        self._tile_commands: dict[int, tuple[int, float]] = {}   # cup -> (record id, until)
+        self._command_reason: str | None = None
+        self._rec_button_text = ""
         self.source: Source | None = None
         self.source_label = ""
         self.pipeline: MonitorPipeline | None = None
@@ -123,10 +213,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.unit_box.setToolTip("Display unit for values, bands and traces")
         self.traces.add_control(QtWidgets.QLabel("Unit"))
         self.traces.add_control(self.unit_box)
+        self.controls = ControlBar()
+        self.controls.set_band_check(self.band_problem, self.band_of)
+        self.replay_bar = ReplayBar()
+        self.replay_bar.hide()
+        self.alarm_log = AlarmLogPane()
+        self.sessions = SessionsPane()
+        self.sessions.set_database(self.db_path)
 
         self._build_layout()
         self._wire()
         self._restore_settings()
+        if extra_tabs:
+            self._install_extra_tabs()
 
         self.ui_timer = QtCore.QTimer(self)
         self.ui_timer.setInterval(UI_INTERVAL_MS)
@@ -141,9 +240,22 @@ class MainWindow(QtWidgets.QMainWindow):
         lay.setContentsMargins(4, 2, 4, 2)
         lay.setSpacing(4)
         lay.addWidget(self.connection)
-        lay.addWidget(self.banner)
-        lay.addWidget(self.tiles)
-        lay.addWidget(self.traces, 1)
+        lay.addWidget(self.banner)      # above the tabs: alarms show whatever tab is open
+        monitor = QtWidgets.QWidget()
+        mlay = QtWidgets.QVBoxLayout(monitor)
+        mlay.setContentsMargins(0, 2, 0, 0)
+        mlay.setSpacing(4)
+        mlay.addWidget(self.controls)
+        mlay.addWidget(self.tiles)
+        mlay.addWidget(self.replay_bar)
+        mlay.addWidget(self.traces, 1)
+        self.monitor_page = monitor
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(monitor, "Monitor")
+        self.tabs.addTab(self.alarm_log, "Alarm log")
+        self.tabs.addTab(self.sessions, "Sessions")
+        lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.device_dock = QtWidgets.QDockWidget("Device", self)
         self.device_dock.setObjectName("deviceDock")
@@ -168,8 +280,42 @@ class MainWindow(QtWidgets.QMainWindow):
         quit_ = QtGui.QAction("&Quit", self)
         quit_.setShortcut(QtGui.QKeySequence.StandardKey.Quit)
         quit_.triggered.connect(self.close)
-        self.menuBar().addMenu("&File").addAction(quit_)
+        file_ = self.menuBar().addMenu("&File")
+        self.record_action = QtGui.QAction("&Record session… / stop", self)
+        self.record_action.setShortcut(QtGui.QKeySequence(RECORD_KEY))
+        self.record_action.triggered.connect(self.toggle_recording)
+        file_.addAction(self.record_action)
+        db = QtGui.QAction("Session &database…", self)
+        db.triggered.connect(self.choose_database)
+        file_.addAction(db)
+        file_.addSeparator()
+        file_.addAction(quit_)
+        self.release_shortcut = install_release_shortcut(self, self.controls)
         self.statusBar().showMessage("Choose a source and press Connect.")
+
+    def add_tab(self, widget: QtWidgets.QWidget, title: str) -> int:
+        """Add a page after Monitor, Alarm log and Sessions (e.g. "Technician");
+        returns its index. The page can follow ``sourceChanged`` and use
+        :attr:`source`, :attr:`pipeline` and :attr:`commands`."""
+        return self.tabs.addTab(widget, title)
+
+    def _install_extra_tabs(self) -> None:
+        """Pages other modules provide: ``monitor.gui.technician_tab.install(window)``
+        when that module exists."""
+        try:
+            from . import technician_tab  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        except Exception:  # a broken optional page must not keep the monitor from opening
+            log.exception("the technician tab could not be loaded")
+            return
+        install = getattr(technician_tab, "install", None)
+        if install is None:
+            return
+        try:
+            install(self)
+        except Exception:  # an optional page must never keep the monitor from opening
+            log.exception("the technician tab could not be added")
 
     def _wire(self) -> None:
         self._started.connect(self._on_started)  # queued: emitted from a worker
@@ -179,6 +325,27 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner.audioPauseRequested.connect(self.pause_audio)
         self.unit_box.currentIndexChanged.connect(
             lambda i: self.set_unit(str(self.unit_box.itemData(i))))
+        c = self.controls
+        c.commandRequested.connect(self.send_to_cups)
+        c.bandRequested.connect(self.send_band)
+        c.releaseAllRequested.connect(self.release_all)
+        c.recordRequested.connect(self.toggle_recording)
+        c.cupSelected.connect(self.tiles.select)
+        self.tiles.cupClicked.connect(c.select_cup)
+        self.tiles.commandRequested.connect(self._tile_command)
+        self.commands.changed.connect(self._show_command)
+        self.sessions.refreshRequested.connect(self.refresh_sessions)
+        self.sessions.openRequested.connect(self.open_session)
+        self.sessions.summaryRequested.connect(self.show_session_summary)
+        self.sessions.exportRequested.connect(self._ask_export)
+        self.sessions.databaseRequested.connect(self.choose_database)
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self.alarm_log.eventActivated.connect(self._log_event_activated)
+        r = self.replay_bar
+        r.seekRequested.connect(self.seek_replay)
+        r.speedChanged.connect(self.set_replay_speed)
+        r.playToggled.connect(self.toggle_replay)
+        r.closeRequested.connect(self.close_replay)
 
     # -------------------------------------------------------------- settings
     def _restore_settings(self) -> None:
@@ -224,15 +391,21 @@ class MainWindow(QtWidgets.QMainWindow):
             self.unit_box.setCurrentIndex(i)
             self.unit_box.blockSignals(False)
         self.traces.set_unit(self.unit)
+        self.controls.set_unit(self.unit)
         if self._snapshot is not None:
             self._show_snapshot(self._snapshot)
 
     # ------------------------------------------------------------ the source
     def connect_url(self, url: str) -> bool:
         """Open ``url`` with the source factory and start monitoring it. A
-        failure shows as a message in the connection bar; returns False."""
+        failure shows as a message in the connection bar; returns False.
+        ``replay:ID`` (a stored session) opens it for review with a timeline."""
         self.connection.clear_error()
         self.last_error, self.last_exception = "", None
+        spec = url[len(REPLAY_PREFIX):].strip() if url.startswith(REPLAY_PREFIX) else ""
+        if spec.isdigit() and self.source_factory is default_source_factory:
+            self.open_session(int(spec))
+            return True
         try:
             source = self.source_factory(url)
         except Exception as exc:
@@ -240,19 +413,33 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         return self.attach_source(source, url)
 
-    def attach_source(self, source: Source, label: str) -> bool:
+    def attach_source(self, source: Source, label: str, *, replay: bool = False,
+                      config: MonitorConfig | None = None) -> bool:
         """Monitor an already built (not started) ``source``: a link, a replay.
 
         The source is started on a worker thread (opening a socket:// or
         rfc2217:// URL can take seconds); :attr:`starting` is True until it
         has opened or failed, and a failure shows in the connection bar.
-        Returns True when the start is under way."""
-        self.disconnect_source()
-        self.pipeline = MonitorPipeline(self.config)
+        ``replay``: the source plays the session under review (keeps the
+        replay bar and the recorded alarm log). Returns True when the start
+        is under way."""
+        self.disconnect_source(keep_replay=replay)
+        if not replay:
+            self._leave_replay()
+        self.pipeline = MonitorPipeline(config or self.config)
+        self._alarm_events = collections.deque()
+        self.pipeline.add_event_sink(self._alarm_events.append)
+        if not replay:
+            self.alarm_log.model.set_events([])
+            self.alarm_log.set_title(f"Alarm events since connecting to {label}, newest first.")
+            self._update_log_tab()
         self.buffer = DisplayBuffer()
         self._relay = _LinkRelay()
         self._info = None
         self._snapshot = None
+        self._tile_commands.clear()
+        for t in self.tiles.tiles:
+            t.show_command("")
         self.traces.set_buffer(self.buffer)
         for lst in (self._relay, self.pipeline, self.buffer):
             source.add_listener(lst)
@@ -260,6 +447,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.connection.set_connected(True)
         self.statusBar().showMessage(f"Opening {label}…")
         self.starting = True
+        self._update_command_state()
+        self.sourceChanged.emit(source)
 
         def start() -> None:
             try:
@@ -284,8 +473,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self._stop_source(source, wait=False)
             self.source = None
             self.connection.set_connected(False)
+            self._update_command_state()
+            self.sourceChanged.emit(None)
             return
-        if self.persist:
+        if self.persist and not label.startswith(REPLAY_PREFIX):
             self.settings.setValue("source/url", label)
 
     def wait_started(self, timeout_s: float = 10.0) -> bool:
@@ -293,12 +484,17 @@ class MainWindow(QtWidgets.QMainWindow):
         screenshots and tests). True when a source is open."""
         if self.starting:
             loop = QtCore.QEventLoop()
-            # Connected after _on_started, so the verdict is applied first.
-            self._started.connect(loop.quit)
+            # Polled rather than connected to _started: a verdict emitted before
+            # a connection is made would never reach it (queued connections
+            # are resolved when the signal is emitted).
+            poll = QtCore.QTimer()
+            poll.setInterval(20)
+            poll.timeout.connect(lambda: None if self.starting else loop.quit())
+            poll.start()
             QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
             if self.starting:
                 loop.exec()
-            self._started.disconnect(loop.quit)
+            poll.stop()
         return self.source is not None and not self.starting
 
     def show_failure(self, label: str, exc: BaseException) -> None:
@@ -310,16 +506,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(msg)
         self.last_error, self.last_exception = msg, exc
 
-    def disconnect_source(self) -> None:
-        """Stop the current source (in the background: closing a port may block)."""
+    def disconnect_source(self, *, keep_replay: bool = False) -> None:
+        """Stop the current source (in the background: closing a port may
+        block). A recording on it is finished first (summary stored)."""
+        if not keep_replay:
+            self._leave_replay()
+        if self.recorder is not None:
+            self.stop_recording()
         source, self.source = self.source, None
         self.starting = False
         if source is not None:
             self._stop_source(source, wait=False)
             self.connection.show_state(LinkState.CLOSED, "")
             self.statusBar().showMessage(f"Disconnected from {self.source_label}.")
+            self.sourceChanged.emit(None)
         self.connection.set_connected(False)
         self.sound.set_pattern(None)
+        self._update_command_state()
 
     @staticmethod
     def _stop_source(source: Source, wait: bool) -> None:
@@ -339,17 +542,615 @@ class MainWindow(QtWidgets.QMainWindow):
             self.pipeline.pause_audio()
             self.tick()
 
+    # ------------------------------------------------------------- commands
+    def command_block_reason(self) -> str:
+        """Why the current source cannot take commands ("" when it can)."""
+        src = self.source
+        if self.replay is not None or _is_replay(src):
+            return "a replay plays back a recording; it takes no commands"
+        if src is None:
+            return "not connected to a device"
+        if type(src).send_command is Source.send_command:
+            return f"{type(src).__name__} takes no commands"
+        if getattr(src, "detected_mode", "") == "text" or getattr(src, "mode", "") == "text":
+            return ("this device sends the text (serial-plotter) format, "
+                    "which takes no commands")
+        return ""
+
+    def _update_command_state(self) -> None:
+        reason = self.command_block_reason()
+        if reason != self._command_reason:
+            self._command_reason = reason
+            self.controls.set_command_reason(reason[:1].upper() + reason[1:] if reason else "")
+            self.tiles.set_commands_enabled(not reason)
+        self._update_recording_button()
+
+    def _cups_for(self, cup: int) -> tuple[int, ...]:
+        n = len(self._snapshot.cups) if self._snapshot is not None and self._snapshot.cups else (
+            self._info.cups if self._info is not None else 0)
+        return tuple(range(1, n + 1)) if cup == ALL_CUPS else (cup,)
+
+    def _send(self, cmd: Command, cups: tuple[int, ...], label: str,
+              on_ack: Callable[[CommandRecord], None] | None = None,
+              verb: str = "") -> CommandRecord | None:
+        source = self.source
+        if source is None:
+            self.controls.show_status(f"{label}: not connected to a device", "bad")
+            self.statusBar().showMessage(f"{label}: not connected to a device")
+            return None
+        return self.commands.send(source, cmd, cups, label, on_ack, verb=verb)
+
+    def send_to_cups(self, kind: str, cup: int = ALL_CUPS) -> CommandRecord | None:
+        """Start, stop or vent ``cup`` (0 = every cup). Returns the command's
+        record (its state follows the device's answer) or None."""
+        names = {"start": ("Start", MsgType.START), "stop": ("Stop", MsgType.STOP),
+                 "vent": ("Vent", MsgType.VENT)}
+        label, mtype = names[kind]
+        mask = ALL_MASK if cup == ALL_CUPS else 1 << (cup - 1)
+        who = "all cups" if cup == ALL_CUPS else f"cup {cup}"
+        return self._send(Command(mtype, mask=mask), self._cups_for(cup), f"{label} {who}",
+                          verb=label)
+
+    def release_all(self) -> CommandRecord | None:
+        """VENT every cup at once (the Release all button, F9)."""
+        return self._send(Command(MsgType.VENT, mask=ALL_MASK), self._cups_for(ALL_CUPS),
+                          "Release all", verb="Release all")
+
+    def send_band(self, cup: int, low_kpa: float, high_kpa: float) -> CommandRecord | None:
+        """SET_BAND for ``cup`` (0 = all). Once the device ACKs, the monitor's
+        band follows (``MonitorPipeline.set_band``), so alarms match the
+        device. Not validated here: :meth:`band_problem` is the form's check,
+        the device is the final judge."""
+        lo, hi = round(float(low_kpa), 2), round(float(high_kpa), 2)
+        mask = ALL_MASK if cup == ALL_CUPS else 1 << (cup - 1)
+        cups = self._cups_for(cup)
+        pipeline = self.pipeline
+        unit = self.unit
+        label = (f"Band {format_pressure(lo, unit, with_unit=False)}–"
+                 f"{format_pressure(hi, unit)} " + ("all cups" if cup == ALL_CUPS else f"cup {cup}"))
+
+        def on_ack(rec: CommandRecord) -> None:
+            for c in cups:
+                if pipeline is not None:
+                    pipeline.set_band(c, lo, hi)
+                try:  # a later connection starts with the band last set
+                    self.config = self.config.with_cup(c, band_low_kpa=lo, band_high_kpa=hi)
+                except ConfigError:
+                    pass
+            self.tick()
+            self.controls.show_band()
+
+        return self._send(Command(MsgType.SET_BAND, mask=mask, low_kpa=lo, high_kpa=hi),
+                          cups, label, on_ack, verb="Band")
+
+    def band_of(self, cup: int) -> tuple[float, float]:
+        """The band (kPa) the monitor checks ``cup`` against now."""
+        snap = self._snapshot
+        if snap is not None and 1 <= cup <= len(snap.cups):
+            return snap.cups[cup - 1].band
+        cfg = (self.pipeline.config if self.pipeline is not None else self.config).cup(cup)
+        return cfg.band_low_kpa, cfg.band_high_kpa
+
+    def band_problem(self, low_kpa: float, high_kpa: float, cup: int | None = None) -> str:
+        """Why a band cannot be set on ``cup`` (default: the selected one); "" if it can.
+
+        low < high, both above 0; the high edge at or below the device's hard
+        limit; and a band the monitor can check (its over-suction level, high +
+        margin, below the monitor's hard limit; its under-suction level above
+        the detached level)."""
+        unit = self.unit
+        f = lambda v: format_pressure(v, unit)  # noqa: E731
+        if not 0 < low_kpa < high_kpa:
+            return "the low edge must be above 0 and below the high edge"
+        info = self._info
+        if info is not None and info.hard_limit_kpa > 0 and high_kpa > info.hard_limit_kpa:
+            return f"the high edge must not exceed the device's hard limit {f(info.hard_limit_kpa)}"
+        cfg_all = self.pipeline.config if self.pipeline is not None else self.config
+        cup = self.controls.cup if cup is None else cup
+        for c in self._cups_for(cup) or (1,):
+            cc = cfg_all.cup(c)
+            if high_kpa + cc.over_margin_kpa >= cc.hard_limit_kpa:
+                return (f"the high edge must stay below {f(cc.hard_limit_kpa - cc.over_margin_kpa)}"
+                        f" (over-suction alarms {f(cc.over_margin_kpa)} above it, and the hard "
+                        f"limit is {f(cc.hard_limit_kpa)})")
+            if low_kpa - cc.under_margin_kpa <= cc.detached_kpa:
+                return (f"the low edge must be above {f(cc.detached_kpa + cc.under_margin_kpa)}"
+                        " (below that an under-suction cup looks detached)")
+            try:
+                cfg_all.with_cup(c, band_low_kpa=low_kpa, band_high_kpa=high_kpa)
+            except ConfigError as exc:
+                return str(exc)
+        return ""
+
+    def _tile_command(self, cup: int, kind: str) -> None:
+        """A tile's context menu: start/stop/vent, or select the cup for its band."""
+        if kind == "band":
+            self.controls.select_cup(cup)
+            self.tabs.setCurrentWidget(self.monitor_page)
+            self.controls.low_spin.setFocus()
+            self.controls.low_spin.selectAll()
+            return
+        self.send_to_cups(kind, cup)
+
+    def _show_command(self, rec: CommandRecord) -> None:
+        """A command was sent, acknowledged or failed: say so on the tiles it
+        concerns, in the controls' status line and in the status bar."""
+        self.controls.show_status(rec.text, rec.level)
+        self.statusBar().showMessage(rec.text, 0 if rec.level == "busy" else 30000)
+        keep = TILE_OK_S if rec.state == "ack" else TILE_FAIL_S
+        until = float("inf") if rec.state == "sending" else time.monotonic() + keep
+        for cup in rec.cups:
+            tile = self.tiles.tile(cup)
+            if tile is not None:
+                tile.show_command(rec.tile_text, rec.level, rec.tile_short)
+                self._tile_commands[cup] = (rec.id, until)
+
+    def _expire_tile_commands(self) -> None:
+        now = time.monotonic()
+        for cup, (_rid, until) in list(self._tile_commands.items()):
+            if now >= until:
+                del self._tile_commands[cup]
+                tile = self.tiles.tile(cup)
+                if tile is not None:
+                    tile.show_command("")
+
+    # ------------------------------------------------------------ recording
+    def toggle_recording(self) -> None:
+        """Record button / Ctrl+R: ask for the labels and start, or stop."""
+        if self.recording_state in ("recording", "starting"):
+            self.stop_recording()
+            return
+        if self.recording_state != "idle":
+            return
+        why = self.recording_block_reason()
+        if why:
+            self.controls.show_status(f"Cannot record: {why}", "bad")
+            return
+        dlg = SessionDialog(self, therapist=str(self.settings.value("sessions/therapist", "")),
+                            db=str(self.db_path))
+        self.session_dialog = dlg
+
+        def accepted() -> None:
+            fields = dlg.fields()
+            if self.persist:
+                self.settings.setValue("sessions/therapist", fields["therapist"])
+            self.start_recording(**fields)
+
+        dlg.accepted.connect(accepted)
+        dlg.open()   # window-modal, never blocks the monitor
+
+    def recording_block_reason(self) -> str:
+        if self.replay is not None or _is_replay(self.source):
+            return "a replay is already a recording"
+        if self.source is None:
+            return "connect to a device first"
+        return ""
+
+    def start_recording(self, therapist: str = "", patient: str = "", notes: str = "") -> bool:
+        """Record the running source into the session database from now on,
+        with these labels. The database is opened on a worker; the therapy
+        statistics (tiles' time in band, the summary) restart with the session.
+        Returns False when nothing could be started."""
+        from monitor.recorder import Recorder
+
+        why = self.recording_block_reason()
+        if why or self.recorder is not None or self.pipeline is None:
+            self.controls.show_status(f"Cannot record: {why or 'already recording'}", "bad")
+            return False
+        source, pipeline = self.source, self.pipeline
+        assert source is not None
+        snap = self._snapshot
+        targets = ({str(c.cup): [c.band[0], c.band[1]] for c in snap.cups}
+                   if snap is not None and snap.cups else None)
+        rec = Recorder(self.db_path, source=self.source_label, therapist=therapist,
+                       patient=patient, notes=notes, targets=targets, info=self._info)
+        self.recorder, self.recording_state = rec, "starting"
+        self._rec_links = (source, pipeline)
+        self._update_recording_button()
+
+        def work() -> int:
+            sid = rec.start_session()         # opens the database: StoreError is one line
+            pipeline.reset_stats()
+            pipeline.add_event_sink(rec.record_event)
+            source.add_listener(rec)
+            return sid
+
+        def done(sid: int | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                msg = user_message(exc)
+                self.recorder, self.recording_state, self._rec_links = None, "idle", None
+                self.controls.show_status(f"Recording not started: {msg}", "bad")
+                self.statusBar().showMessage(f"Recording not started: {msg}")
+                self._update_recording_button()
+                return
+            self.recording_id, self._rec_t0 = sid, time.monotonic()
+            if self.recorder is rec and self.recording_state == "starting":
+                self.recording_state = "recording"
+                self.controls.show_status(f"Recording session {sid} into {self.db_path}", "ok")
+                self.recordingChanged.emit(sid)
+            self._update_recording_button()
+
+        self.rec_io.submit(work, done)
+        return True
+
+    def stop_recording(self, show_summary: bool = True) -> None:
+        """End the recording: store the summary, complete the session (on a
+        worker), then show the summary dialog."""
+        rec, links = self.recorder, self._rec_links
+        if rec is None or links is None or self.recording_state == "stopping":
+            return
+        self.recording_state = "stopping"
+        self._update_recording_button()
+        source, pipeline = links
+
+        def work() -> tuple[dict, dict]:
+            if rec.session_id is None and rec.error is None:
+                rec.start_session()   # still opening: wait for it, then end it cleanly
+            sid = rec.session_id
+            if sid is None:
+                raise rec.error or RuntimeError("the recording never started")
+            pipeline.remove_event_sink(rec.record_event)
+            rec.set_summary(pipeline.stats_summary())
+            source.remove_listener(rec)   # -> rec.stop(): everything stored, completed
+            rec.stop()
+            from monitor.store import Store
+
+            with Store(rec.path, create=False) as store:
+                return store.get_session(sid), store.summaries(sid)
+
+        def done(res: tuple[dict, dict] | None, exc: BaseException | None) -> None:
+            if self.recorder is rec:
+                self.recorder, self.recording_state, self._rec_links = None, "idle", None
+                self.recording_id = None
+            self.recordingChanged.emit(None)
+            self._update_recording_button()
+            if exc is not None:
+                msg = user_message(exc)
+                self.controls.show_status(f"Recording ended with a problem: {msg}", "bad")
+                return
+            assert res is not None
+            session, summaries = res
+            self.controls.show_status(f"Session {session['id']} recorded.", "ok")
+            self.statusBar().showMessage(f"Session {session['id']} recorded in {self.db_path}.")
+            if show_summary:
+                self.show_summary(session, summaries)
+            self.refresh_sessions()
+
+        self.rec_io.submit(work, done)
+
+    def _update_recording_button(self) -> None:
+        state = self.recording_state
+        why = self.recording_block_reason()
+        if state == "idle":
+            text, tip, enabled = "idle", f"Not available: {why}" if why else (
+                f"Record a session into {self.db_path} [{RECORD_KEY}]"), not why
+        elif state == "starting":
+            text, tip, enabled = "starting", "Opening the session database…", True
+        elif state == "stopping":
+            text, tip, enabled = "stopping", "Storing the session…", False
+        else:
+            secs = int(time.monotonic() - self._rec_t0)
+            text, tip, enabled = f"rec {secs}", (f"Recording session {self.recording_id} into "
+                                                 f"{self.db_path}; press to stop"), True
+        key = f"{text}|{tip}|{enabled}"
+        if key == self._rec_button_text:
+            return
+        self._rec_button_text = key
+        recording = state in ("recording", "starting", "stopping")
+        elapsed = time.monotonic() - self._rec_t0 if state == "recording" else 0.0
+        self.controls.set_recording(recording, elapsed, enabled=enabled, tooltip=tip)
+        if state == "stopping":
+            self.controls.record_button.setText("Storing the session…")
+
+    def show_summary(self, session: dict[str, Any], summaries: dict[int, dict]) -> SummaryDialog:
+        """The summary dialog of a session (non-blocking), with Export."""
+        if self.summary_dialog is not None:
+            self.summary_dialog.close()
+        dlg = SummaryDialog(session, summaries, self.unit, self)
+        sid = int(session["id"])
+        dlg.exportRequested.connect(
+            lambda kind, path: self.export_session(sid, kind, path, dialog=dlg))
+        self.summary_dialog = dlg
+        dlg.show()
+        return dlg
+
+    # ------------------------------------------------------------- sessions
+    def set_db_path(self, path: str | Path) -> None:
+        """Use another session database (remembered in the settings)."""
+        self.db_path = Path(path)
+        self.sessions.set_database(self.db_path)
+        if self.persist:
+            self.settings.setValue("sessions/db", str(self.db_path))
+        self._rec_button_text = ""
+        self._update_recording_button()
+        self.refresh_sessions()
+
+    def choose_database(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, "Session database", str(self.db_path), "cupmon database (*.db);;All files (*)",
+            options=QtWidgets.QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.set_db_path(path)
+
+    def refresh_sessions(self) -> None:
+        """Re-read the sessions list (on a worker)."""
+        db = self.db_path
+
+        def work() -> list[dict[str, Any]] | None:
+            if not db.exists():
+                return None
+            from monitor.store import Store
+
+            with Store(db, create=False) as store:
+                return store.list_sessions()
+
+        def done(rows: list[dict[str, Any]] | None, exc: BaseException | None) -> None:
+            if db != self.db_path:
+                return
+            if exc is not None:
+                self.sessions.set_sessions([])
+                self.sessions.show_message(user_message(exc), bad=True)
+            elif rows is None:
+                self.sessions.set_sessions([])
+                self.sessions.show_message(f"No sessions recorded yet (no database at {db}).")
+            else:
+                self.sessions.set_sessions(rows)
+                self.sessions.show_message(
+                    f"{len(rows)} session{'s' if len(rows) != 1 else ''}, newest first. "
+                    "Double-click one to review it." if rows else "No sessions recorded yet.")
+
+        self.sessions.show_message("Reading the sessions…")
+        self.io.submit(work, done)
+
+    def show_session_summary(self, session_id: int) -> None:
+        db = self.db_path
+
+        def work() -> tuple[dict, dict]:
+            from monitor.store import Store
+
+            with Store(db, create=False) as store:
+                return store.get_session(session_id), store.summaries(session_id)
+
+        def done(res: tuple[dict, dict] | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                self.sessions.show_message(user_message(exc), bad=True)
+            elif res is not None:
+                self.show_summary(*res)
+
+        self.io.submit(work, done)
+
+    def _ask_export(self, session_id: int, kind: str) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(
+            self, f"Export session {session_id} as {kind.upper()}",
+            str(Path.home() / f"session-{session_id}.{kind}"), f"{kind.upper()} files (*.{kind})")
+        if path:
+            self.export_session(session_id, kind, path)
+
+    def export_session(self, session_id: int, kind: str, path: str | Path,
+                       dialog: SummaryDialog | None = None) -> None:
+        """Write a session as CSV or JSON (``cupmon sessions export``'s files)
+        on a worker; the outcome shows in the dialog or the sessions tab."""
+        db = self.db_path
+        kw = {kind: path}
+
+        def done(files: list[str] | None, exc: BaseException | None) -> None:
+            ok = exc is None
+            text = (f"Exported session {session_id} to {path}" if ok
+                    else f"Export failed: {user_message(exc)}")  # type: ignore[arg-type]
+            if dialog is not None:
+                dialog.show_export_result(text, ok)
+            self.sessions.show_message(text, bad=not ok)
+            self.statusBar().showMessage(text, 30000)
+
+        self.io.submit(lambda: export_session(db, session_id, **kw), done)
+
+    def _tab_changed(self, index: int) -> None:
+        if self.tabs.widget(index) is self.sessions:
+            self.refresh_sessions()
+        if self.tabs.widget(index) is self.alarm_log:
+            self._update_log_tab(seen=True)
+
+    def _update_log_tab(self, seen: bool = False) -> None:
+        i = self.tabs.indexOf(self.alarm_log)
+        n = self.alarm_log.model.rowCount()
+        self.tabs.setTabText(i, f"Alarm log ({n})" if n else "Alarm log")
+
+    # --------------------------------------------------------------- replay
+    def open_session(self, session_id: int, speed: float | None = 1.0) -> None:
+        """Review a stored session: the same window plays it (tiles, banner,
+        traces), the alarm log lists its recorded events and the replay bar
+        gives a timeline over its whole span. The database is read on a worker."""
+        db = self.db_path
+
+        def work() -> tuple[dict, dict, list]:
+            from monitor.store import Store
+
+            with Store(db, create=False) as store:
+                return (store.get_session(session_id), store.data_stats(session_id),
+                        store.events(session_id))
+
+        def done(res: tuple[dict, dict, list] | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                msg = user_message(exc)
+                self.sessions.show_message(msg, bad=True)
+                self.connection.show_error(msg)
+                self.statusBar().showMessage(msg)
+                self.last_error, self.last_exception = msg, exc
+                return
+            assert res is not None
+            session, data, events = res
+            if data.get("t_min") is None:
+                msg = f"session {session_id} holds no samples to replay"
+                self.sessions.show_message(msg, bad=True)
+                self.statusBar().showMessage(msg)
+                return
+            self._enter_replay(ReplayState(session_id, db, session, float(data["t_min"]),
+                                           float(data["t_max"]), events, speed,
+                                           position=float(data["t_min"])))
+
+        self.statusBar().showMessage(f"Opening session {session_id}…")
+        self.io.submit(work, done)
+
+    def _enter_replay(self, state: ReplayState) -> None:
+        self.disconnect_source()       # ends any live connection (and its recording)
+        self.replay = state
+        self.alarm_log.model.set_events(state.events)
+        self.alarm_log.set_title(f"Recorded alarm events of session {state.session_id}, newest "
+                                 "first. Double-click one to jump there.")
+        self._update_log_tab()
+        marks = [(float(e["t"]), str(e.get("priority") or "low")) for e in state.events
+                 if e.get("event") == "raised" and isinstance(e.get("t"), int | float)]
+        self.replay_bar.set_session(state.title, state.t0, state.t1, marks)
+        self.replay_bar.title.setToolTip(state.description)
+        self.replay_bar.set_speed(state.speed)
+        self.replay_bar.show()
+        self.banner.set_audio_note("Replay: alarms are shown, not sounded")
+        self.connection.choose_url(f"{REPLAY_PREFIX}{state.session_id}")
+        self.tabs.setCurrentWidget(self.monitor_page)
+        self._update_command_state()
+        self._play_from(state.t0)
+
+    def _leave_replay(self) -> None:
+        if self.replay is None:
+            return
+        self.replay = None
+        self.replay_bar.hide()
+        self.banner.set_audio_note("" if self.sound.available else self.sound.note)
+        self.alarm_log.model.set_events([])
+        self.alarm_log.set_title("Alarm events of this connection, newest first.")
+        self._update_log_tab()
+        self._update_command_state()
+
+    def _preroll_s(self, r: ReplayState) -> float:
+        s = r.session
+        values_per_s = max(1.0, float(s.get("rate_hz") or 100.0) * float(s.get("cups") or 4))
+        return max(MIN_PREROLL_S, min(self.traces.window_s, PREROLL_VALUES / values_per_s))
+
+    def _replay_config(self, r: ReplayState) -> MonitorConfig:
+        """The window's thresholds with the bands the session was recorded with."""
+        cfg = self.config
+        targets = r.session.get("targets")
+        if isinstance(targets, dict):
+            for k, band in targets.items():
+                try:
+                    cfg = cfg.with_cup(int(k), band_low_kpa=float(band[0]),
+                                       band_high_kpa=float(band[1]))
+                except (ConfigError, ValueError, TypeError, IndexError):
+                    pass
+        return cfg
+
+    def _play_from(self, t: float) -> None:
+        """(Re)start the replay at device time ``t``: the pre-roll before it is
+        published at once, then it plays at the chosen speed."""
+        r = self.replay
+        if r is None:
+            return
+        r.generation += 1
+        gen = r.generation
+        t = min(max(t, r.t0), r.t1)
+        r.position, r.playing, r.ended = t, True, False
+        self.replay_bar.set_playing(True)
+        self.replay_bar.show_position(t)
+        preroll = self._preroll_s(r)
+        speed = r.speed
+
+        def work() -> Source:
+            from monitor.replay import SessionReplaySource
+
+            return SessionReplaySource(r.db, r.session_id, speed=speed, start_t=t,
+                                       preroll_s=preroll)
+
+        def done(source: Source | None, exc: BaseException | None) -> None:
+            if self.replay is not r or r.generation != gen:
+                return   # the user moved on meanwhile
+            if exc is not None:
+                self.show_failure(f"session {r.session_id}", exc)
+                r.playing = False
+                self.replay_bar.set_playing(False)
+                return
+            assert source is not None
+            self.attach_source(source, f"{REPLAY_PREFIX}{r.session_id}", replay=True,
+                               config=self._replay_config(r))
+
+        self.io.submit(work, done)
+
+    def seek_replay(self, t: float) -> None:
+        """Show the session at device time ``t``: traces hold the window up to
+        it, then it plays on (see docs/gui.md on seeking)."""
+        if self.replay is not None:
+            self._play_from(t)
+
+    def set_replay_speed(self, speed: float | None) -> None:
+        """1.0, 10.0 or None (as fast as possible); takes effect at once."""
+        r = self.replay
+        if r is None:
+            return
+        r.speed = speed
+        self.replay_bar.set_speed(speed)
+        src = self.source
+        if _is_replay(src) and hasattr(src, "set_speed"):
+            src.set_speed(speed)  # type: ignore[union-attr]
+
+    def toggle_replay(self) -> None:
+        """Pause (the view stays as it is) or play on from where it stopped."""
+        r = self.replay
+        if r is None:
+            return
+        if r.playing:
+            r.playing = False
+            span = self.buffer.span()
+            if span is not None:
+                r.position = span[1]
+            self.disconnect_source(keep_replay=True)
+            self.replay_bar.set_playing(False)
+            self.replay_bar.show_position(r.position)
+        else:
+            self._play_from(r.t0 if r.ended else r.position)
+
+    def close_replay(self) -> None:
+        """Leave the review: stop the replay, back to an empty live view."""
+        self.disconnect_source()
+
+    def _log_event_activated(self, t: float) -> None:
+        r = self.replay
+        if r is not None:
+            self.tabs.setCurrentWidget(self.monitor_page)
+            self.seek_replay(min(r.t1, t + 0.25 * self.traces.window_s))
+
     # ------------------------------------------------------------- the tick
     def tick(self) -> None:
         """Read the pipeline's snapshot and link events; update the widgets."""
         self._ticks += 1
         self._drain_link_events()
-        if self.pipeline is not None:
+        self._drain_alarm_events()
+        frozen = self.replay is not None and not self.replay.playing
+        if self.pipeline is not None and not frozen:
             snap = self.pipeline.snapshot()
             self._snapshot = snap
             self._show_snapshot(snap)
         if self._ticks % PANEL_EVERY == 1:
             self._show_device()
+            self._update_command_state()
+        if self.recording_state == "recording":
+            self._update_recording_button()
+        r = self.replay
+        if r is not None and r.playing:
+            span = self.buffer.span()
+            if span is not None:
+                r.position = span[1]
+                self.replay_bar.show_position(r.position)
+        self._expire_tile_commands()
+
+    def _drain_alarm_events(self) -> None:
+        q = self._alarm_events
+        if not q:
+            return
+        events = []
+        while q:
+            events.append(q.popleft())
+        if self.replay is None:   # a replay's log holds the recorded events instead
+            self.alarm_log.model.add_events(e.to_dict() for e in events)
+            self._update_log_tab()
 
     def _drain_link_events(self) -> None:
         relay = self._relay
@@ -369,15 +1170,27 @@ class MainWindow(QtWidgets.QMainWindow):
             if msg.state is LinkState.CLOSED and self.source is not None and not self.starting:
                 # The source ended by itself (end of a replay, a fatal link
                 # error): ready to connect again; what was received stays shown.
+                if self.recorder is not None:
+                    self.stop_recording()
                 source, self.source = self.source, None
                 self._stop_source(source, wait=False)
                 self.connection.set_connected(False)
+                self.sourceChanged.emit(None)
+                r = self.replay
+                if r is not None and r.playing:   # the end of the session
+                    r.playing, r.ended = False, True
+                    r.position = r.t1
+                    self.replay_bar.set_playing(False, ended=True)
+                    self.replay_bar.show_position(r.t1)
+                self._update_command_state()
 
     def _show_snapshot(self, snap: MonitorSnapshot) -> None:
         self.tiles.show_cups(snap.cups, snap.alarms, self.unit)
+        self.controls.set_cups(len(snap.cups))
         self.banner.show_alarms(snap.alarms, snap.highest_priority, snap.audio)
         self.traces.set_bands([c.band for c in snap.cups])
-        self.sound.set_pattern(snap.audio.pattern)
+        # A replay shows its alarms but does not sound them: they are not real.
+        self.sound.set_pattern(None if self.replay is not None else snap.audio.pattern)
         if snap.device is not None:
             self._info = snap.device
 
@@ -405,7 +1218,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ui_timer.stop()
         self.traces.stop()
         self.sound.close()
+        self.commands.shutdown()
+        rec, links = self.recorder, self._rec_links
+        if rec is not None and links is not None:
+            # Closing while recording: store the summary and end the session
+            # here (the window is going away; a short wait is expected).
+            src, pipeline = links
+            self.recorder = None
+            try:
+                if rec.session_id is not None:
+                    pipeline.remove_event_sink(rec.record_event)
+                    rec.set_summary(pipeline.stats_summary())
+                src.remove_listener(rec)
+                rec.stop()
+            except Exception:
+                log.exception("could not end the recording cleanly")
         source, self.source = self.source, None
         if source is not None:
             self._stop_source(source, wait=True)
+        self.io.shutdown(wait=False)
+        self.rec_io.shutdown(wait=False)
         super().closeEvent(event)
