@@ -38,7 +38,7 @@ class Size:
 
 SIZES = {
     "full": Size("full", 60.0, 15.0, 3, 200, 3600.0, 600.0, 60.0, False),
-    "quick": Size("quick", 60.0, 6.0, 2, 100, 120.0, 60.0, 10.0, True),
+    "quick": Size("quick", 30.0, 5.0, 2, 100, 120.0, 60.0, 6.0, True),
     "smoke": Size("smoke", 5.0, 1.0, 1, 12, 20.0, 5.0, 2.0, True),
 }
 
