@@ -187,6 +187,7 @@ def run_headless(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     events_stream, close_events = _open_events(args.events)
     tty = out.isatty() and events_stream is not sys.stdout
     source = open_source(spec)
+    calibration = _apply_calibration(source, spec, args.db)
     pipeline = MonitorPipeline(config)
     recorder = None
     try:
@@ -219,7 +220,7 @@ def run_headless(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         recorder.set_summary(summary)
         recorder.stop()
     if args.summary:
-        _write_summary(Path(args.summary), spec, source, pipeline, recorder)
+        _write_summary(Path(args.summary), spec, source, pipeline, recorder, calibration)
     if tty:
         out.write(render_table(pipeline.snapshot(), source.stats(), None, config.unit) + "\n")
     return result
@@ -282,8 +283,25 @@ def source_name(args: argparse.Namespace) -> str:
     return args.port or (f"simulator {args.sim}" if args.sim else f"replay {args.replay}")
 
 
+def _apply_calibration(source: Source, spec: SourceSpec, db: Path | None) -> Any:
+    """Put the calibration in force (host-corrected or written to the device)
+    on every connect, and say on stderr which one is in force or what is
+    missing/overdue. A stored session was recorded corrected already."""
+    from .replay import SessionReplaySource
+
+    if isinstance(source, SessionReplaySource):
+        return None
+    from .cal_apply import apply_calibration_on_connect
+
+    def say(status: Any) -> None:
+        for line in status.lines():
+            print(f"cupmon: {line}", file=sys.stderr)
+
+    return apply_calibration_on_connect(source, db=db, on_status=say)
+
+
 def _write_summary(path: Path, spec: SourceSpec, source: Source, pipeline: MonitorPipeline,
-                   recorder: Any) -> None:
+                   recorder: Any, calibration: Any = None) -> None:
     info = source.info
     raised: dict[str, int] = {}
     for ev in pipeline.events():
@@ -299,6 +317,8 @@ def _write_summary(path: Path, spec: SourceSpec, source: Source, pipeline: Monit
         "therapy": pipeline.stats_summary(),
         "alarms_raised": raised,
         "events": [ev.to_dict() for ev in pipeline.events()],
+        "calibration": (None if calibration is None or calibration.status is None
+                        else calibration.status.to_dict()),
         "link": {"frames_ok": stats.frames_ok, "crc_errors": stats.crc_errors,
                  "frames_lost": stats.frames_lost, "bytes_discarded": stats.bytes_discarded,
                  "reconnects": stats.reconnects},

@@ -151,3 +151,15 @@ def test_terminal_keys_acknowledge_and_quit(tmp_path):
             proc.kill()
         proc.wait()
         os.close(master)
+
+
+def test_calibration_in_force_is_reported_on_connect(tmp_path):
+    """With no calibration on record the run says so (stderr and summary)."""
+    summ = tmp_path / "summary.json"
+    r = run(["--headless", "--sim", "normal", "--speed", "20", "--duration", "3",
+             "--db", str(tmp_path / "s.db"), "--summary", str(summ)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "calibration missing" in r.stderr
+    cal = json.loads(summ.read_text())["calibration"]
+    assert cal["device_serial"].startswith("SIM-")
+    assert {c["state"] for c in cal["cups"]} == {"missing"}
