@@ -45,7 +45,7 @@ def _is_number(text: str) -> bool:
 
 
 def _states(win: MainWindow) -> list[str]:
-    return [t.state_label.text() for t in win.tiles.tiles]
+    return [t.state_text for t in win.tiles.tiles]
 
 
 def _connect(qtbot, win: MainWindow, url: str, cups: int, ready=("OK",)) -> None:

@@ -21,6 +21,8 @@ from .tiles import clock
 ACK_KEY = "F2"
 PAUSE_KEY = "F3"
 PRIORITY_WORD = {"high": "HIGH", "medium": "MEDIUM", "low": "LOW"}
+#: The list of alarms shows at most 3 rows; the banner must leave room for traces.
+LIST_MAX_HEIGHT = 56
 _IDLE_BG = "#263238"
 
 
@@ -77,7 +79,7 @@ class AlarmBanner(QtWidgets.QFrame):
 
         self.alarm_list = QtWidgets.QListWidget()
         self.alarm_list.setObjectName("bannerList")
-        self.alarm_list.setMaximumHeight(56)  # 3 rows; the banner must leave room for traces
+        self.alarm_list.setMaximumHeight(LIST_MAX_HEIGHT)
         self.alarm_list.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
         self.alarm_list.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
         self.alarm_list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -162,6 +164,11 @@ class AlarmBanner(QtWidgets.QFrame):
             item.setBackground(QtGui.QColor(bg if not a.acknowledged else dim(bg, 0.6)))
             item.setForeground(QtGui.QColor(fg if not a.acknowledged else "#ffffff"))
             self.alarm_list.addItem(item)
+        # As tall as its rows, at most three (the banner must leave room for traces).
+        rows = min(3, len(alarms))
+        row_h = self.alarm_list.sizeHintForRow(0) if alarms else 0
+        self.alarm_list.setFixedHeight(min(LIST_MAX_HEIGHT,
+                                           rows * max(row_h, 1) + 2 * self.alarm_list.frameWidth()))
         self.alarm_list.setVisible(len(alarms) > 1)
 
     def _show_audio(self, audio: AudioState | None) -> None:

@@ -83,6 +83,24 @@ def _wait(seconds: float) -> None:
     loop.exec()
 
 
+def _bright_phase(win: MainWindow, timeout_s: float = 1.5) -> None:
+    """Wait for the bright half of a flashing alarm, so a still picture shows
+    its colour rather than the dark half of the flash."""
+    prio = win.banner.priority
+    if prio is None or not win.banner._flashing or win.flasher.is_on(prio):
+        return
+    loop = QtCore.QEventLoop()
+
+    def toggled(_severity: str) -> None:
+        if win.flasher.is_on(prio):
+            loop.quit()
+
+    win.flasher.toggled.connect(toggled)
+    QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+    win.flasher.toggled.disconnect(toggled)
+
+
 def render_screenshot(url: str | None, path: str | Path, after_s: float = 5.0, *,
                       source: Source | None = None, config: MonitorConfig | None = None,
                       source_factory: SourceFactory | None = None,
@@ -111,6 +129,7 @@ def render_screenshot(url: str | None, path: str | Path, after_s: float = 5.0, *
         ok = ok and win.wait_started()
         _wait(after_s if ok else 0.2)
         win.tick()
+        _bright_phase(win)
         win.traces.redraw(force=True)
         QtWidgets.QApplication.processEvents()
         out = Path(path)

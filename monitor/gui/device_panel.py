@@ -54,8 +54,12 @@ class DevicePanel(QtWidgets.QGroupBox):
     def show_device(self, *, source: str = "", link: str = "", info: DeviceInfo | None = None,
                     stats: LinkStats | None = None, fmt: str = "", display: str = "") -> None:
         v = self.values
-        # Zero-width spaces let a long URL wrap at its separators.
-        v["source"].setText((source or "–").replace("?", "?\u200b").replace("&", "&\u200b"))
+        # Zero-width spaces let a long URL wrap at its separators (the panel is
+        # narrow and never scrolls sideways).
+        text = source or "–"
+        for sep in ("?", "&", "=", "_", ","):
+            text = text.replace(sep, sep + "\u200b")
+        v["source"].setText(text)
         v["link"].setText(link or "–")
         if info is not None:
             v["serial"].setText(info.serial or "–")

@@ -264,6 +264,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.device_panel.setTitle("")
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.device_panel)
         self.device_dock.setWidget(scroll)
         self.device_dock.setMinimumWidth(200)

@@ -23,6 +23,8 @@ from .style import dim, severity_colors, text_color
 #: Severities that colour the whole tile (alarms); the others colour the strip only.
 _ALARM_SEVERITIES = frozenset({"high", "medium", "low"})
 NO_SIGNAL_TEXT = "No signal"
+#: Point sizes the state word may take, largest first (a narrow tile steps down).
+STATE_PT = (11, 10, 9, 8)
 _TILE_BG = "#263238"
 
 
@@ -70,7 +72,12 @@ class CupTile(QtWidgets.QFrame):
         self.header.setObjectName("tileHeader")
         self.state_label = QtWidgets.QLabel("Idle")
         self.state_label.setObjectName("tileState")
-        self.state_label.setWordWrap(True)  # long words wrap; never cut off
+        # One line: on a narrow tile the word gets a smaller font, and only the
+        # longest ones, still too long at 8 pt, are elided (full text in the tooltip).
+        self.state_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
+                                       QtWidgets.QSizePolicy.Policy.Preferred)
+        self._state_text = "Idle"
+        self._state_pt = STATE_PT[0]
         self.state_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight
                                       | QtCore.Qt.AlignmentFlag.AlignVCenter)
         top = QtWidgets.QHBoxLayout()
@@ -150,6 +157,11 @@ class CupTile(QtWidgets.QFrame):
     def severity(self) -> str:
         return self._severity
 
+    @property
+    def state_text(self) -> str:
+        """The state word in full (the label may show it shortened)."""
+        return self._state_text
+
     def show_view(self, view: CupView, unit: str = "kPa", flashing: bool = False) -> None:
         """Show ``view`` in ``unit``; ``flashing`` when it has an unacknowledged
         high/medium alarm (the tile then flashes with the banner)."""
@@ -166,7 +178,7 @@ class CupTile(QtWidgets.QFrame):
             st = self.value_label.style()  # a dynamic property needs a re-polish
             st.unpolish(self.value_label)
             st.polish(self.value_label)
-        self.state_label.setText(view.state)
+        self._state_text = view.state
         lo, hi = view.band
         rng = (f"{format_pressure(lo, unit, with_unit=False)}–"
                f"{format_pressure(hi, unit, with_unit=False)}")
@@ -223,15 +235,12 @@ class CupTile(QtWidgets.QFrame):
             self.time_label.setText(times[0])
             self.command_label.setText(cmd[0])
             self.header.setText(f"Cup {self.cup}")
+            self.state_label.setText(self._state_text)
             return
         # The band label spans the tile inside its own 6 px margins, as do the
         # header and time rows (their layouts' margins).
         row = max(1, self.band_label.contentsRect().width())
-        head = f"Cup {self.cup}"
-        hfm = self.header.fontMetrics()
-        if hfm.horizontalAdvance(f"{head} {self.state_label.text()}") + 8 > row:
-            head = str(self.cup)      # keep the state word on one line
-        self.header.setText(head)
+        self._fit_header(row)
 
         def fits(label: QtWidgets.QLabel, text: str, width: int, pad: int = 0) -> bool:
             return label.fontMetrics().horizontalAdvance(text) + pad <= width
@@ -272,6 +281,35 @@ class CupTile(QtWidgets.QFrame):
             act.triggered.connect(lambda _=False, k=kind: self.commandRequested.emit(self.cup, k))
         menu.exec(event.globalPos())
 
+    def _fit_header(self, row: int) -> None:
+        """"Cup 3" and the state word on one line: "3" if need be, then a
+        smaller font for the word, then "…"."""
+        state = self._state_text
+        font = QtGui.QFont(self.header.font())
+        space = 10   # the strip layout's spacing, and a little air
+
+        def width(text: str, pt: int) -> int:
+            font.setPointSize(pt)
+            return QtGui.QFontMetrics(font).horizontalAdvance(text)
+
+        head, pt = f"Cup {self.cup}", STATE_PT[0]
+        if width(head, pt) + width(state, pt) + space > row:
+            head = str(self.cup)
+            for pt in STATE_PT:
+                if width(head, STATE_PT[0]) + width(state, pt) + space <= row:
+                    break
+        self.header.setText(head)
+        avail = row - width(head, STATE_PT[0]) - space
+        font.setPointSize(pt)
+        shown = QtGui.QFontMetrics(font).elidedText(state, QtCore.Qt.TextElideMode.ElideRight,
+                                                    max(1, avail))
+        self.state_label.setText(shown)
+        self.state_label.setToolTip(state if shown != state else "")
+        if pt != self._state_pt:
+            self._state_pt = pt
+            self._style = ""
+            self._apply_style()
+
     def _on_flash(self, severity: str) -> None:
         if self._flashing and severity == self._severity:
             self._apply_style()
@@ -302,7 +340,8 @@ class CupTile(QtWidgets.QFrame):
             "font-size: 8pt; font-weight: bold; padding: 0px 3px; border-radius: 2px; }"
             f"QFrame#tileStrip {{ background: {strip_bg}; border: none; border-radius: 0; }}"
             f"QLabel#tileHeader, QLabel#tileState {{ color: {strip_fg}; font-weight: bold; "
-            "font-size: 11pt; background: transparent; }"
+            f"font-size: {STATE_PT[0]}pt; background: transparent; }}"
+            f"QLabel#tileState {{ font-size: {self._state_pt}pt; }}"
             f"QLabel#tileValue {{ color: {body_fg}; font-size: 26pt; font-weight: bold; "
             "background: transparent; }"
             'QLabel#tileValue[live="false"] { font-size: 17pt; }'
