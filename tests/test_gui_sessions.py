@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from PySide6 import QtCore
+from PySide6 import QtCore, QtWidgets
 
 from firmware_bridge import conditions as C
 from monitor.gui.main_window import MainWindow
@@ -146,7 +146,13 @@ def test_session_database_problems_are_one_line_messages(qtbot, make_window, tmp
     win = make_window(db_path=bad)
     win.connect_url("sim://normal?cups=1&speed=4")
     qtbot.waitUntil(lambda: _device_t(win) > 0.5, timeout=WAIT_MS)
-    assert win.start_recording(patient="P-1")
+    win.controls.record_button.click()                     # asks for the labels first
+    dlg = win.session_dialog
+    assert dlg is not None and dlg.isVisible() and win.recording_state == "idle"
+    assert any(str(bad) in label.text() for label in dlg.findChildren(QtWidgets.QLabel))
+    dlg.patient_edit.setText("P-1")
+    dlg.accept()                                           # "Start recording"
+    assert win.recording_state == "starting"
     qtbot.waitUntil(lambda: win.recording_state == "idle", timeout=WAIT_MS)
     text = win.controls.status_label.text()
     assert text.startswith("Recording not started:") and "not a cupmon database" in text

@@ -269,9 +269,9 @@ class ControlBar(QtWidgets.QWidget):
 
 
 def install_release_shortcut(window: QtWidgets.QWidget, bar: ControlBar) -> QtGui.QShortcut:
-    """Release all from anywhere in the window ([F9]); does nothing while the
-    controls are disabled."""
+    """Release all from any cupmon window, the summary dialog included ([F9]);
+    does nothing while the controls are disabled."""
     sc = QtGui.QShortcut(QtGui.QKeySequence(RELEASE_KEY), window)
-    sc.setContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+    sc.setContext(QtCore.Qt.ShortcutContext.ApplicationShortcut)
     sc.activated.connect(lambda: bar.release_button.isEnabled() and bar.release_button.click())
     return sc

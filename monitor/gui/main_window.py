@@ -707,6 +707,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if why:
             self.controls.show_status(f"Cannot record: {why}", "bad")
             return
+        if self.session_dialog is not None and self.session_dialog.isVisible():
+            self.session_dialog.raise_()
+            return
         dlg = SessionDialog(self, therapist=str(self.settings.value("sessions/therapist", "")),
                             db=str(self.db_path))
         self.session_dialog = dlg
