@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from firmware_bridge import conditions as C
 from monitor.gui.main_window import MainWindow
@@ -165,3 +165,24 @@ def test_session_database_problems_are_one_line_messages(qtbot, make_window, tmp
     qtbot.waitUntil(lambda: "not a cupmon database" in win.connection.error_text,
                     timeout=WAIT_MS)
     assert win.replay is None
+
+
+def test_a_screenshot_of_a_stored_session_shows_its_review(qtbot, tmp_path):
+    from test_store_helpers import wire_blocks
+
+    from firmware_bridge.messages import DeviceInfo
+    from monitor.gui.app import render_screenshot
+
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        sid = store.create_session(source="test", patient="P-9",
+                                   info=DeviceInfo("SIM-1", (1, 0, 0), 4, 1000))
+        store.add_blocks(sid, wire_blocks(40, size=50))        # 2 s at 1 kHz
+        store.end_session(sid)
+    out = render_screenshot(None, tmp_path / "r.png", 0.3, db_path=db, session=sid,
+                            speed=None)
+    img = QtGui.QImage(str(out))
+    assert (img.width(), img.height()) == (1366, 768)
+    # The replay bar's dark blue-grey strip is in the picture.
+    bar = QtGui.QColor("#1c313a").rgb()
+    assert sum(img.pixel(x, y) == bar for x in range(0, 1366, 7) for y in range(0, 768, 3)) > 50

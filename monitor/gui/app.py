@@ -104,22 +104,28 @@ def _bright_phase(win: MainWindow, timeout_s: float = 1.5) -> None:
 def render_screenshot(url: str | None, path: str | Path, after_s: float = 5.0, *,
                       source: Source | None = None, config: MonitorConfig | None = None,
                       source_factory: SourceFactory | None = None,
-                      size: tuple[int, int] = SCREEN_SIZE) -> Path:
-    """Open the window at ``size`` on ``url`` (or a ready ``source``), let
-    ``after_s`` seconds of live data arrive, save a PNG at ``path``.
+                      size: tuple[int, int] = SCREEN_SIZE, db_path: str | Path | None = None,
+                      session: int | None = None, speed: float | None = 1.0) -> Path:
+    """Open the window at ``size`` on ``url`` (or a ready ``source``, or stored
+    ``session`` of ``db_path`` reviewed with its timeline at ``speed``), let
+    ``after_s`` seconds of data arrive, save a PNG at ``path``.
 
     The PNG is written even when the source cannot be opened (it shows the
     message the user would see); the error is raised afterwards.
     """
     ensure_app()
     win = MainWindow(config, persist=False, source_factory=source_factory, audio=False,
+                     db_path=db_path,
                      settings=QtCore.QSettings(QtCore.QSettings.Format.IniFormat,
                                                QtCore.QSettings.Scope.UserScope,
                                                "cupmon", "cupmon-screenshot"))
     win.resize(*size)
     win.show()
     try:
-        if source is not None:
+        if session is not None:
+            win.open_session(session, speed=speed)
+            ok = True
+        elif source is not None:
             win.connection.choose_url(url or "")
             ok = win.attach_source(source, url or "replay")
         else:
@@ -163,10 +169,15 @@ def run_gui(args: argparse.Namespace) -> int:
     else:  # the connection bar can reopen it: replay:ID|PATH
         label = f"{REPLAY_PREFIX}{spec.replay}"
     screenshot = getattr(args, "screenshot", None)
+    stored = spec.replay is not None and spec.replay.strip().isdigit()
     if screenshot:
-        src = open_source(spec) if spec.replay is not None else None
-        out = render_screenshot(label, screenshot, float(getattr(args, "after", 5.0)),
-                                source=src, config=config)
+        after = float(getattr(args, "after", 5.0))
+        if stored:
+            out = render_screenshot(label, screenshot, after, config=config, db_path=spec.db,
+                                    session=int(spec.replay), speed=spec.speed)
+        else:
+            src = open_source(spec) if spec.replay is not None else None
+            out = render_screenshot(label, screenshot, after, source=src, config=config)
         print(f"cupmon: screenshot saved to {out}", file=sys.stderr)
         return 0
     win = MainWindow(config, db_path=getattr(args, "db", None))
@@ -176,7 +187,7 @@ def run_gui(args: argparse.Namespace) -> int:
         win.resize(*SCREEN_SIZE)
     win.show()
     win.connection.choose_url(label)
-    if spec.replay is not None and spec.replay.strip().isdigit():
+    if stored:
         # A stored session: reviewed with the timeline, read on a worker.
         win.open_session(int(spec.replay), speed=spec.speed)
         return int(app.exec())

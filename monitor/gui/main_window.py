@@ -481,19 +481,21 @@ class MainWindow(QtWidgets.QMainWindow):
             self.settings.setValue("source/url", label)
 
     def wait_started(self, timeout_s: float = 10.0) -> bool:
-        """Run the event loop until the current start has finished (for
-        screenshots and tests). True when a source is open."""
-        if self.starting:
+        """Run the event loop until the current start has finished, and any
+        database work leading to one (opening a stored session): for
+        screenshots and tests. True when a source is open."""
+        if self.starting or self.io.pending:
             loop = QtCore.QEventLoop()
             # Polled rather than connected to _started: a verdict emitted before
             # a connection is made would never reach it (queued connections
             # are resolved when the signal is emitted).
             poll = QtCore.QTimer()
             poll.setInterval(20)
-            poll.timeout.connect(lambda: None if self.starting else loop.quit())
+            poll.timeout.connect(
+                lambda: None if self.starting or self.io.pending else loop.quit())
             poll.start()
             QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-            if self.starting:
+            if self.starting or self.io.pending:
                 loop.exec()
             poll.stop()
         return self.source is not None and not self.starting
