@@ -163,3 +163,26 @@ class Stopwatch:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall0
         self.cpu = time.process_time() - self.cpu0
+
+
+def section_main(doc: str, run, format_table, sizes: dict, argv: list[str] | None = None,
+                 extra=None) -> int:
+    """The command line every section shares: ``--size`` and ``--json``.
+    ``extra(parser)`` may add section flags and return a hook ``hook(args)``
+    that, when it returns an int, ends the run with that exit code."""
+    import argparse
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--size", choices=sorted(sizes), default="full")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    hook = extra(ap) if extra is not None else None
+    args = ap.parse_args(argv)
+    if hook is not None:
+        code = hook(args)
+        if code is not None:
+            return code
+    with tempfile.TemporaryDirectory(prefix="cupmon-bench-") as tmp:
+        r = run(sizes[args.size], Path(tmp))
+    print(json.dumps(r) if args.json else format_table(r))
+    return 0

@@ -15,14 +15,11 @@ Run alone: ``python -m benchmarks.decode_check [--quick]``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 from benchmarks import naive
-from benchmarks.common import SIZES, Size, Stopwatch, make_capture
+from benchmarks.common import SIZES, Size, Stopwatch, make_capture, section_main
 
 CUPS = 8
 RATE_HZ = 1000
@@ -190,14 +187,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="full")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="cupmon-bench-") as tmp:
-        r = run(SIZES[args.size], Path(tmp))
-    print(json.dumps(r) if args.json else format_table(r))
-    return 0
+    return section_main(__doc__, run, format_table, SIZES, argv)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import os
 import select
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import tty
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, SIZES, Size, percentile
+from benchmarks.common import REPO, SIZES, Size, percentile, section_main
 from firmware_bridge.listener import Listener
 
 CUPS = 16
@@ -254,19 +253,14 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="full")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    ap.add_argument("--device", type=int, help=argparse.SUPPRESS)  # internal: the writer
-    ap.add_argument("--excursions", type=int, default=100, help=argparse.SUPPRESS)
-    ap.add_argument("--log", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.device is not None:
-        return device_main(args.device, args.excursions, args.log)
-    with tempfile.TemporaryDirectory(prefix="cupmon-bench-") as tmp:
-        r = run(SIZES[args.size], Path(tmp))
-    print(json.dumps(r) if args.json else format_table(r))
-    return 0
+    def writer_flags(ap: argparse.ArgumentParser):
+        ap.add_argument("--device", type=int, help=argparse.SUPPRESS)  # internal: the writer
+        ap.add_argument("--excursions", type=int, default=100, help=argparse.SUPPRESS)
+        ap.add_argument("--log", help=argparse.SUPPRESS)
+        return lambda args: (None if args.device is None
+                             else device_main(args.device, args.excursions, args.log))
+
+    return section_main(__doc__, run, format_table, SIZES, argv, extra=writer_flags)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,21 @@ Run alone: ``python -m benchmarks.replay_memory [--size quick]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import SIZES, Size, make_capture, peak_rss_mb, rss_mb, run_child
+from benchmarks.common import (
+    SIZES,
+    Size,
+    make_capture,
+    peak_rss_mb,
+    rss_mb,
+    run_child,
+    section_main,
+)
 
 CUPS = 16
 RATE_HZ = 1000
@@ -136,14 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--child":
         print(json.dumps(_child(argv[1], argv[2], float(argv[3]))))
         return 0
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="full")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="cupmon-bench-") as tmp:
-        r = run(SIZES[args.size], Path(tmp))
-    print(json.dumps(r) if args.json else format_table(r))
-    return 0
+    return section_main(__doc__, run, format_table, SIZES, argv)
 
 
 if __name__ == "__main__":

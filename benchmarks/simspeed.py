@@ -11,16 +11,13 @@ Run alone: ``python -m benchmarks.simspeed [--size quick]``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import SIZES, Size, make_capture
+from benchmarks.common import SIZES, Size, make_capture, section_main
 
 CUPS = 16
 RATE_HZ = 1000
@@ -64,14 +61,7 @@ def format_table(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="full")
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="cupmon-bench-") as tmp:
-        r = run(SIZES[args.size], Path(tmp))
-    print(json.dumps(r) if args.json else format_table(r))
-    return 0
+    return section_main(__doc__, run, format_table, SIZES, argv)
 
 
 if __name__ == "__main__":
