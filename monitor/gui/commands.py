@@ -160,6 +160,9 @@ class CommandSender(QtCore.QObject):
                 return
 
             def done(f: concurrent.futures.Future) -> None:  # reader thread: keep short
+                if f.cancelled():
+                    self._emit(rid, None, LinkError("the command was withdrawn before an answer"))
+                    return
                 exc = f.exception()
                 self._emit(rid, None if exc else f.result(), exc)
 

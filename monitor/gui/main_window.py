@@ -10,6 +10,10 @@ only reads ``pipeline.snapshot()`` (10 Hz), ``buffer.view()`` (trace timer,
 back. Commands go out on a worker and their ACK/NACK comes back through a
 queued signal; database reads and writes run on workers too. It computes no
 alarm and never waits on the device or the database.
+
+Recording and the sessions list live in :mod:`.session_actions`, the review
+of a stored session (replay with a timeline) in :mod:`.review`; both are
+mixed into :class:`MainWindow`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,9 @@ from .controls import ALL_CUPS, ControlBar, install_release_shortcut
 from .device_panel import DevicePanel
 from .flash import Flasher
 from .replay_bar import ReplayBar
-from .sessions import SessionDialog, SessionsPane, SummaryDialog, export_session
+from .review import REPLAY_PREFIX, ReplayState, ReviewActions, is_replay_source
+from .session_actions import RECORD_KEY, SessionActions
+from .sessions import SessionDialog, SessionsPane, SummaryDialog
 from .tiles import TileGrid
 from .traces import TracePanel
 from .worker import AsyncRunner
@@ -59,17 +64,9 @@ SourceFactory = Callable[[str], Source]
 UI_INTERVAL_MS = 100     # tiles, banner, sound: 10 Hz is readable and cheap
 PANEL_EVERY = 5          # device panel every 5th UI tick (2 Hz)
 LIVE_KEY = "F5"
-RECORD_KEY = "Ctrl+R"
 #: How long a command's outcome stays on its tile, s (a failure stays longer).
 TILE_OK_S, TILE_FAIL_S = 8.0, 30.0
-#: A replay's pre-roll (the unpaced stretch before a seek point) is at most one
-#: trace window and at most this many values (samples x cups): ~40 s at 16
-#: cups x 1 kHz, the whole 10-min window at 4 cups x 100 Hz.
-PREROLL_VALUES = 2_000_000
-MIN_PREROLL_S = 5.0
 
-
-REPLAY_PREFIX = "replay:"
 
 
 def default_source_factory(url: str) -> Source:
@@ -100,47 +97,7 @@ class _LinkRelay(Listener):
             self.queue.append(msg)
 
 
-def _is_replay(source: Source | None) -> bool:
-    from monitor.replay import CaptureReplaySource, SessionReplaySource
-
-    return isinstance(source, SessionReplaySource | CaptureReplaySource)
-
-
-@dataclass
-class ReplayState:
-    """The stored session being reviewed (see :meth:`MainWindow.open_session`)."""
-
-    session_id: int
-    db: Path
-    session: dict[str, Any]
-    t0: float
-    t1: float
-    events: list[dict[str, Any]] = field(default_factory=list)
-    speed: float | None = 1.0
-    playing: bool = False
-    ended: bool = False
-    position: float = 0.0
-    generation: int = 0
-
-    @property
-    def title(self) -> str:
-        """"Session 7 · P-0042" (the replay bar's label)."""
-        who = self.session.get("patient") or self.session.get("therapist") or ""
-        return f"Session {self.session_id}" + (f" · {who}" if who else "")
-
-    @property
-    def description(self) -> str:
-        """Everything known about the session, for the label's tooltip."""
-        s = self.session
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.get("started_wall") or 0))
-        parts = [f"Replay of session {self.session_id}, recorded {started}"]
-        for key in ("therapist", "patient", "notes", "source"):
-            if s.get(key):
-                parts.append(f"{key}: {s[key]}")
-        return "\n".join(parts)
-
-
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
     """cupmon's window. ``settings``: where choices persist (None: the user's
     QSettings; pass ``persist=False`` for screenshots and tests). ``db_path``:
     the session database (default: the saved choice, else
@@ -549,7 +506,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def command_block_reason(self) -> str:
         """Why the current source cannot take commands ("" when it can)."""
         src = self.source
-        if self.replay is not None or _is_replay(src):
+        if self.replay is not None or is_replay_source(src):
             return "a replay plays back a recording; it takes no commands"
         if src is None:
             return "not connected to a device"
@@ -697,259 +654,6 @@ class MainWindow(QtWidgets.QMainWindow):
                 if tile is not None:
                     tile.show_command("")
 
-    # ------------------------------------------------------------ recording
-    def toggle_recording(self) -> None:
-        """Record button / Ctrl+R: ask for the labels and start, or stop."""
-        if self.recording_state in ("recording", "starting"):
-            self.stop_recording()
-            return
-        if self.recording_state != "idle":
-            return
-        why = self.recording_block_reason()
-        if why:
-            self.controls.show_status(f"Cannot record: {why}", "bad")
-            return
-        if self.session_dialog is not None and self.session_dialog.isVisible():
-            self.session_dialog.raise_()
-            return
-        dlg = SessionDialog(self, therapist=str(self.settings.value("sessions/therapist", "")),
-                            db=str(self.db_path))
-        self.session_dialog = dlg
-
-        def accepted() -> None:
-            fields = dlg.fields()
-            if self.persist:
-                self.settings.setValue("sessions/therapist", fields["therapist"])
-            self.start_recording(**fields)
-
-        dlg.accepted.connect(accepted)
-        dlg.open()   # window-modal, never blocks the monitor
-
-    def recording_block_reason(self) -> str:
-        if self.replay is not None or _is_replay(self.source):
-            return "a replay is already a recording"
-        if self.source is None:
-            return "connect to a device first"
-        return ""
-
-    def start_recording(self, therapist: str = "", patient: str = "", notes: str = "") -> bool:
-        """Record the running source into the session database from now on,
-        with these labels. The database is opened on a worker; the therapy
-        statistics (tiles' time in band, the summary) restart with the session.
-        Returns False when nothing could be started."""
-        from monitor.recorder import Recorder
-
-        why = self.recording_block_reason()
-        if why or self.recorder is not None or self.pipeline is None:
-            self.controls.show_status(f"Cannot record: {why or 'already recording'}", "bad")
-            return False
-        source, pipeline = self.source, self.pipeline
-        assert source is not None
-        snap = self._snapshot
-        targets = ({str(c.cup): [c.band[0], c.band[1]] for c in snap.cups}
-                   if snap is not None and snap.cups else None)
-        rec = Recorder(self.db_path, source=self.source_label, therapist=therapist,
-                       patient=patient, notes=notes, targets=targets, info=self._info)
-        self.recorder, self.recording_state = rec, "starting"
-        self._rec_links = (source, pipeline)
-        self._update_recording_button()
-
-        def work() -> int:
-            sid = rec.start_session()         # opens the database: StoreError is one line
-            pipeline.reset_stats()
-            pipeline.add_event_sink(rec.record_event)
-            source.add_listener(rec)
-            return sid
-
-        def done(sid: int | None, exc: BaseException | None) -> None:
-            if exc is not None:
-                msg = user_message(exc)
-                self.recorder, self.recording_state, self._rec_links = None, "idle", None
-                self.controls.show_status(f"Recording not started: {msg}", "bad")
-                self.statusBar().showMessage(f"Recording not started: {msg}")
-                self._update_recording_button()
-                return
-            self.recording_id, self._rec_t0 = sid, time.monotonic()
-            if self.recorder is rec and self.recording_state == "starting":
-                self.recording_state = "recording"
-                self.controls.show_status(f"Recording session {sid} into {self.db_path}", "ok")
-                self.recordingChanged.emit(sid)
-            self._update_recording_button()
-
-        self.rec_io.submit(work, done)
-        return True
-
-    def stop_recording(self, show_summary: bool = True) -> None:
-        """End the recording: store the summary, complete the session (on a
-        worker), then show the summary dialog."""
-        rec, links = self.recorder, self._rec_links
-        if rec is None or links is None or self.recording_state == "stopping":
-            return
-        self.recording_state = "stopping"
-        self._update_recording_button()
-        source, pipeline = links
-
-        def work() -> tuple[dict, dict]:
-            if rec.session_id is None and rec.error is None:
-                rec.start_session()   # still opening: wait for it, then end it cleanly
-            sid = rec.session_id
-            if sid is None:
-                raise rec.error or RuntimeError("the recording never started")
-            pipeline.remove_event_sink(rec.record_event)
-            rec.set_summary(pipeline.stats_summary())
-            source.remove_listener(rec)   # -> rec.stop(): everything stored, completed
-            rec.stop()
-            from monitor.store import Store
-
-            with Store(rec.path, create=False) as store:
-                return store.get_session(sid), store.summaries(sid)
-
-        def done(res: tuple[dict, dict] | None, exc: BaseException | None) -> None:
-            if self.recorder is rec:
-                self.recorder, self.recording_state, self._rec_links = None, "idle", None
-                self.recording_id = None
-            self.recordingChanged.emit(None)
-            self._update_recording_button()
-            if exc is not None:
-                msg = user_message(exc)
-                self.controls.show_status(f"Recording ended with a problem: {msg}", "bad")
-                return
-            assert res is not None
-            session, summaries = res
-            self.controls.show_status(f"Session {session['id']} recorded.", "ok")
-            self.statusBar().showMessage(f"Session {session['id']} recorded in {self.db_path}.")
-            if show_summary:
-                self.show_summary(session, summaries)
-            self.refresh_sessions()
-
-        self.rec_io.submit(work, done)
-
-    def _update_recording_button(self) -> None:
-        state = self.recording_state
-        why = self.recording_block_reason()
-        if state == "idle":
-            text, tip, enabled = "idle", f"Not available: {why}" if why else (
-                f"Record a session into {self.db_path} [{RECORD_KEY}]"), not why
-        elif state == "starting":
-            text, tip, enabled = "starting", "Opening the session database…", True
-        elif state == "stopping":
-            text, tip, enabled = "stopping", "Storing the session…", False
-        else:
-            secs = int(time.monotonic() - self._rec_t0)
-            text, tip, enabled = f"rec {secs}", (f"Recording session {self.recording_id} into "
-                                                 f"{self.db_path}; press to stop"), True
-        key = f"{text}|{tip}|{enabled}"
-        if key == self._rec_button_text:
-            return
-        self._rec_button_text = key
-        recording = state in ("recording", "starting", "stopping")
-        elapsed = time.monotonic() - self._rec_t0 if state == "recording" else 0.0
-        self.controls.set_recording(recording, elapsed, enabled=enabled, tooltip=tip)
-        if state == "stopping":
-            self.controls.record_button.setText("Storing the session…")
-
-    def show_summary(self, session: dict[str, Any], summaries: dict[int, dict]) -> SummaryDialog:
-        """The summary dialog of a session (non-blocking), with Export."""
-        if self.summary_dialog is not None:
-            self.summary_dialog.close()
-        dlg = SummaryDialog(session, summaries, self.unit, self)
-        sid = int(session["id"])
-        dlg.exportRequested.connect(
-            lambda kind, path: self.export_session(sid, kind, path, dialog=dlg))
-        self.summary_dialog = dlg
-        dlg.show()
-        return dlg
-
-    # ------------------------------------------------------------- sessions
-    def set_db_path(self, path: str | Path) -> None:
-        """Use another session database (remembered in the settings)."""
-        self.db_path = Path(path)
-        self.sessions.set_database(self.db_path)
-        if self.persist:
-            self.settings.setValue("sessions/db", str(self.db_path))
-        self._rec_button_text = ""
-        self._update_recording_button()
-        self.refresh_sessions()
-
-    def choose_database(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(
-            self, "Session database", str(self.db_path), "cupmon database (*.db);;All files (*)",
-            options=QtWidgets.QFileDialog.Option.DontConfirmOverwrite)
-        if path:
-            self.set_db_path(path)
-
-    def refresh_sessions(self) -> None:
-        """Re-read the sessions list (on a worker)."""
-        db = self.db_path
-
-        def work() -> list[dict[str, Any]] | None:
-            if not db.exists():
-                return None
-            from monitor.store import Store
-
-            with Store(db, create=False) as store:
-                return store.list_sessions()
-
-        def done(rows: list[dict[str, Any]] | None, exc: BaseException | None) -> None:
-            if db != self.db_path:
-                return
-            if exc is not None:
-                self.sessions.set_sessions([])
-                self.sessions.show_message(user_message(exc), bad=True)
-            elif rows is None:
-                self.sessions.set_sessions([])
-                self.sessions.show_message(f"No sessions recorded yet (no database at {db}).")
-            else:
-                self.sessions.set_sessions(rows)
-                self.sessions.show_message(
-                    f"{len(rows)} session{'s' if len(rows) != 1 else ''}, newest first. "
-                    "Double-click one to review it." if rows else "No sessions recorded yet.")
-
-        self.sessions.show_message("Reading the sessions…")
-        self.io.submit(work, done)
-
-    def show_session_summary(self, session_id: int) -> None:
-        db = self.db_path
-
-        def work() -> tuple[dict, dict]:
-            from monitor.store import Store
-
-            with Store(db, create=False) as store:
-                return store.get_session(session_id), store.summaries(session_id)
-
-        def done(res: tuple[dict, dict] | None, exc: BaseException | None) -> None:
-            if exc is not None:
-                self.sessions.show_message(user_message(exc), bad=True)
-            elif res is not None:
-                self.show_summary(*res)
-
-        self.io.submit(work, done)
-
-    def _ask_export(self, session_id: int, kind: str) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(
-            self, f"Export session {session_id} as {kind.upper()}",
-            str(Path.home() / f"session-{session_id}.{kind}"), f"{kind.upper()} files (*.{kind})")
-        if path:
-            self.export_session(session_id, kind, path)
-
-    def export_session(self, session_id: int, kind: str, path: str | Path,
-                       dialog: SummaryDialog | None = None) -> None:
-        """Write a session as CSV or JSON (``cupmon sessions export``'s files)
-        on a worker; the outcome shows in the dialog or the sessions tab."""
-        db = self.db_path
-        kw = {kind: path}
-
-        def done(files: list[str] | None, exc: BaseException | None) -> None:
-            ok = exc is None
-            text = (f"Exported session {session_id} to {path}" if ok
-                    else f"Export failed: {user_message(exc)}")  # type: ignore[arg-type]
-            if dialog is not None:
-                dialog.show_export_result(text, ok)
-            self.sessions.show_message(text, bad=not ok)
-            self.statusBar().showMessage(text, 30000)
-
-        self.io.submit(lambda: export_session(db, session_id, **kw), done)
-
     def _tab_changed(self, index: int) -> None:
         if self.tabs.widget(index) is self.sessions:
             self.refresh_sessions()
@@ -960,168 +664,6 @@ class MainWindow(QtWidgets.QMainWindow):
         i = self.tabs.indexOf(self.alarm_log)
         n = self.alarm_log.model.rowCount()
         self.tabs.setTabText(i, f"Alarm log ({n})" if n else "Alarm log")
-
-    # --------------------------------------------------------------- replay
-    def open_session(self, session_id: int, speed: float | None = 1.0) -> None:
-        """Review a stored session: the same window plays it (tiles, banner,
-        traces), the alarm log lists its recorded events and the replay bar
-        gives a timeline over its whole span. The database is read on a worker."""
-        db = self.db_path
-
-        def work() -> tuple[dict, dict, list]:
-            from monitor.store import Store
-
-            with Store(db, create=False) as store:
-                return (store.get_session(session_id), store.data_stats(session_id),
-                        store.events(session_id))
-
-        def done(res: tuple[dict, dict, list] | None, exc: BaseException | None) -> None:
-            if exc is not None:
-                msg = user_message(exc)
-                self.sessions.show_message(msg, bad=True)
-                self.connection.show_error(msg)
-                self.statusBar().showMessage(msg)
-                self.last_error, self.last_exception = msg, exc
-                return
-            assert res is not None
-            session, data, events = res
-            if data.get("t_min") is None:
-                msg = f"session {session_id} holds no samples to replay"
-                self.sessions.show_message(msg, bad=True)
-                self.statusBar().showMessage(msg)
-                return
-            self._enter_replay(ReplayState(session_id, db, session, float(data["t_min"]),
-                                           float(data["t_max"]), events, speed,
-                                           position=float(data["t_min"])))
-
-        self.statusBar().showMessage(f"Opening session {session_id}…")
-        self.io.submit(work, done)
-
-    def _enter_replay(self, state: ReplayState) -> None:
-        self.disconnect_source()       # ends any live connection (and its recording)
-        self.replay = state
-        self.alarm_log.model.set_events(state.events)
-        self.alarm_log.set_title(f"Recorded alarm events of session {state.session_id}, newest "
-                                 "first. Double-click one to jump there.")
-        self._update_log_tab()
-        marks = [(float(e["t"]), str(e.get("priority") or "low")) for e in state.events
-                 if e.get("event") == "raised" and isinstance(e.get("t"), int | float)]
-        self.replay_bar.set_session(state.title, state.t0, state.t1, marks)
-        self.replay_bar.title.setToolTip(state.description)
-        self.replay_bar.set_speed(state.speed)
-        self.replay_bar.show()
-        self.banner.set_audio_note("Replay: alarms are shown, not sounded")
-        self.connection.choose_url(f"{REPLAY_PREFIX}{state.session_id}")
-        self.tabs.setCurrentWidget(self.monitor_page)
-        self._update_command_state()
-        self._play_from(state.t0)
-
-    def _leave_replay(self) -> None:
-        if self.replay is None:
-            return
-        self.replay = None
-        self.replay_bar.hide()
-        self.banner.set_audio_note("" if self.sound.available else self.sound.note)
-        self.alarm_log.model.set_events([])
-        self.alarm_log.set_title("Alarm events of this connection, newest first.")
-        self._update_log_tab()
-        self._update_command_state()
-
-    def _preroll_s(self, r: ReplayState) -> float:
-        s = r.session
-        values_per_s = max(1.0, float(s.get("rate_hz") or 100.0) * float(s.get("cups") or 4))
-        return max(MIN_PREROLL_S, min(self.traces.window_s, PREROLL_VALUES / values_per_s))
-
-    def _replay_config(self, r: ReplayState) -> MonitorConfig:
-        """The window's thresholds with the bands the session was recorded with."""
-        cfg = self.config
-        targets = r.session.get("targets")
-        if isinstance(targets, dict):
-            for k, band in targets.items():
-                try:
-                    cfg = cfg.with_cup(int(k), band_low_kpa=float(band[0]),
-                                       band_high_kpa=float(band[1]))
-                except (ConfigError, ValueError, TypeError, IndexError):
-                    pass
-        return cfg
-
-    def _play_from(self, t: float) -> None:
-        """(Re)start the replay at device time ``t``: the pre-roll before it is
-        published at once, then it plays at the chosen speed."""
-        r = self.replay
-        if r is None:
-            return
-        r.generation += 1
-        gen = r.generation
-        t = min(max(t, r.t0), r.t1)
-        r.position, r.playing, r.ended = t, True, False
-        self.replay_bar.set_playing(True)
-        self.replay_bar.show_position(t)
-        preroll = self._preroll_s(r)
-        speed = r.speed
-
-        def work() -> Source:
-            from monitor.replay import SessionReplaySource
-
-            return SessionReplaySource(r.db, r.session_id, speed=speed, start_t=t,
-                                       preroll_s=preroll)
-
-        def done(source: Source | None, exc: BaseException | None) -> None:
-            if self.replay is not r or r.generation != gen:
-                return   # the user moved on meanwhile
-            if exc is not None:
-                self.show_failure(f"session {r.session_id}", exc)
-                r.playing = False
-                self.replay_bar.set_playing(False)
-                return
-            assert source is not None
-            self.attach_source(source, f"{REPLAY_PREFIX}{r.session_id}", replay=True,
-                               config=self._replay_config(r))
-
-        self.io.submit(work, done)
-
-    def seek_replay(self, t: float) -> None:
-        """Show the session at device time ``t``: traces hold the window up to
-        it, then it plays on (see docs/gui.md on seeking)."""
-        if self.replay is not None:
-            self._play_from(t)
-
-    def set_replay_speed(self, speed: float | None) -> None:
-        """1.0, 10.0 or None (as fast as possible); takes effect at once."""
-        r = self.replay
-        if r is None:
-            return
-        r.speed = speed
-        self.replay_bar.set_speed(speed)
-        src = self.source
-        if _is_replay(src) and hasattr(src, "set_speed"):
-            src.set_speed(speed)  # type: ignore[union-attr]
-
-    def toggle_replay(self) -> None:
-        """Pause (the view stays as it is) or play on from where it stopped."""
-        r = self.replay
-        if r is None:
-            return
-        if r.playing:
-            r.playing = False
-            span = self.buffer.span()
-            if span is not None:
-                r.position = span[1]
-            self.disconnect_source(keep_replay=True)
-            self.replay_bar.set_playing(False)
-            self.replay_bar.show_position(r.position)
-        else:
-            self._play_from(r.t0 if r.ended else r.position)
-
-    def close_replay(self) -> None:
-        """Leave the review: stop the replay, back to an empty live view."""
-        self.disconnect_source()
-
-    def _log_event_activated(self, t: float) -> None:
-        r = self.replay
-        if r is not None:
-            self.tabs.setCurrentWidget(self.monitor_page)
-            self.seek_replay(min(r.t1, t + 0.25 * self.traces.window_s))
 
     # ------------------------------------------------------------- the tick
     def tick(self) -> None:
