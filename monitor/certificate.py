@@ -685,60 +685,62 @@ def write_pdf(html_text: str, svgs: dict[str, str], path: Path, page_label: str)
 # Writing the files
 # --------------------------------------------------------------------------
 
-def write_calibration_certificate(doc: dict[str, Any], out_dir: str | Path,
-                                  formats: Sequence[str] = FORMATS) -> dict[str, Path]:
-    """Write the certificate in ``formats`` into ``out_dir`` (created);
-    returns {format: path}."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / doc["certificate_id"]
+def _write_formats(stem: Path, doc: dict[str, Any], formats: Sequence[str], csv_text: Any,
+                   html: Any, pdf_plots: Any, pdf_title: str) -> dict[str, Path]:
+    """Write ``doc`` as stem.json / .csv / .html / .pdf (those in ``formats``).
+    ``csv_text(doc)`` and ``html(doc, images=None)`` render; ``pdf_plots()``
+    returns ({png name: image}, {key: png name}) for the PDF's embedded plots."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     if "json" in formats:
         paths["json"] = _write(stem.with_suffix(".json"), json.dumps(_strict(doc), indent=2,
                                                                      ensure_ascii=False) + "\n")
     if "csv" in formats:
-        paths["csv"] = _write(stem.with_suffix(".csv"), calibration_csv(doc))
+        paths["csv"] = _write(stem.with_suffix(".csv"), csv_text(doc))
     if "html" in formats:
-        paths["html"] = _write(stem.with_suffix(".html"), render_calibration_html(doc))
+        paths["html"] = _write(stem.with_suffix(".html"), html(doc))
     if "pdf" in formats:
-        tol = doc["tolerance"]["kpa"]
-        svgs = {f"plot-cup{c['cup']}.png": _calibration_plot(c, tol) for c in doc["cups"]}
-        images = {str(c["cup"]): f"plot-cup{c['cup']}.png" for c in doc["cups"]}
-        text = render_calibration_html(doc, images=images)
+        plots, images = pdf_plots()
         paths["pdf"] = stem.with_suffix(".pdf")
-        write_pdf(text, svgs, paths["pdf"],
-                  f"{doc['title']} {doc['certificate_id']} - {doc['item']['device_serial']}")
+        write_pdf(html(doc, images=images), plots, paths["pdf"], pdf_title)
     return paths
+
+
+def write_calibration_certificate(doc: dict[str, Any], out_dir: str | Path,
+                                  formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """Write the certificate in ``formats`` into ``out_dir`` (created);
+    returns {format: path}."""
+    tol = doc["tolerance"]["kpa"]
+
+    def plots() -> tuple[dict[str, Any], dict[str, str]]:
+        pngs = {f"plot-cup{c['cup']}.png": _calibration_plot(c, tol) for c in doc["cups"]}
+        return pngs, {str(c["cup"]): f"plot-cup{c['cup']}.png" for c in doc["cups"]}
+
+    return _write_formats(Path(out_dir) / doc["certificate_id"], doc, formats, calibration_csv,
+                          render_calibration_html, plots,
+                          f"{doc['title']} {doc['certificate_id']} - "
+                          f"{doc['item']['device_serial']}")
 
 
 def write_pumptest_report(doc: dict[str, Any], out_dir: str | Path,
                           formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     """Write the pump-test report in ``formats`` into ``out_dir``; {format: path}."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / doc["report_id"]
-    paths: dict[str, Path] = {}
-    if "json" in formats:
-        paths["json"] = _write(stem.with_suffix(".json"), json.dumps(_strict(doc), indent=2,
-                                                                     ensure_ascii=False) + "\n")
-    if "csv" in formats:
-        paths["csv"] = _write(stem.with_suffix(".csv"), pumptest_csv(doc))
-    if "html" in formats:
-        paths["html"] = _write(stem.with_suffix(".html"), render_pumptest_html(doc))
-    if "pdf" in formats:
-        crit = doc["criteria"]
-        svgs, images = {}, {}
+    crit = doc["criteria"]
+
+    def plots() -> tuple[dict[str, Any], dict[str, str]]:
+        pngs, images = {}, {}
         for key, title in _PLOTS:
             trace = doc["traces"].get(key)
             if trace:
                 lines = [(crit["band_low_kpa"], "#999"), (crit["band_high_kpa"], "#999")] \
                     if key == "regulation" else []
-                svgs[f"plot-{key}.png"] = _trace_plot(trace, title, lines)
+                pngs[f"plot-{key}.png"] = _trace_plot(trace, title, lines)
                 images[key] = f"plot-{key}.png"
-        paths["pdf"] = stem.with_suffix(".pdf")
-        write_pdf(render_pumptest_html(doc, images=images), svgs, paths["pdf"],
-                  f"Pump test report {doc['report_id']} - {doc['item']['device_serial']}")
-    return paths
+        return pngs, images
+
+    return _write_formats(Path(out_dir) / doc["report_id"], doc, formats, pumptest_csv,
+                          render_pumptest_html, plots,
+                          f"Pump test report {doc['report_id']} - {doc['item']['device_serial']}")
 
 
 def _write(path: Path, text: str) -> Path:
