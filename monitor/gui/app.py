@@ -181,6 +181,8 @@ def run_gui(args: argparse.Namespace) -> int:
         print(f"cupmon: screenshot saved to {out}", file=sys.stderr)
         return 0
     win = MainWindow(config, db_path=getattr(args, "db", None))
+    win.session_defaults = {k: str(getattr(args, k, "") or "")
+                            for k in ("therapist", "patient", "notes")}
     if getattr(args, "unit", None):
         win.set_unit(args.unit)  # the command line wins over the saved choice
     if not win.settings.contains("window/geometry"):

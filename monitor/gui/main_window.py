@@ -136,6 +136,8 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
         self.replay: ReplayState | None = None
         self.summary_dialog: SummaryDialog | None = None
         self.session_dialog: SessionDialog | None = None
+        #: Labels the Record dialog starts with (cupmon --therapist/--patient/--notes).
+        self.session_defaults: dict[str, str] = {}
         self._alarm_events: collections.deque[Any] = collections.deque()
         self._tile_commands: dict[int, tuple[int, float]] = {}   # cup -> (record id, until)
         self._command_reason: str | None = None

@@ -41,7 +41,10 @@ class SessionActions:
         if self.session_dialog is not None and self.session_dialog.isVisible():
             self.session_dialog.raise_()
             return
-        dlg = SessionDialog(self, therapist=str(self.settings.value("sessions/therapist", "")),
+        given = self.session_defaults   # --therapist/--patient/--notes on the command line
+        dlg = SessionDialog(self, therapist=given.get("therapist") or str(
+                                self.settings.value("sessions/therapist", "")),
+                            patient=given.get("patient", ""), notes=given.get("notes", ""),
                             db=str(self.db_path))
         self.session_dialog = dlg
 

@@ -61,14 +61,14 @@ class SessionDialog(QtWidgets.QDialog):
     """Therapist, patient (pseudonymous) and notes for a new recording."""
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, *, therapist: str = "",
-                 db: str = "") -> None:
+                 patient: str = "", notes: str = "", db: str = "") -> None:
         super().__init__(parent)
         self.setWindowTitle("Record a session")
         self.therapist_edit = QtWidgets.QLineEdit(therapist)
         self.therapist_edit.setPlaceholderText("e.g. AB")
-        self.patient_edit = QtWidgets.QLineEdit()
+        self.patient_edit = QtWidgets.QLineEdit(patient)
         self.patient_edit.setPlaceholderText("pseudonymous label, e.g. P-0042 (not a name)")
-        self.notes_edit = QtWidgets.QPlainTextEdit()
+        self.notes_edit = QtWidgets.QPlainTextEdit(notes)
         self.notes_edit.setPlaceholderText("cup sites, anything worth keeping")
         self.notes_edit.setFixedHeight(80)
         form = QtWidgets.QFormLayout()
