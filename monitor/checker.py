@@ -73,6 +73,23 @@ class _Params:
             setattr(self, f.name, np.array([getattr(c, f.name) for c in per], dtype=dtype))
         self.over = self.band_high_kpa + self.over_margin_kpa
         self.under = self.band_low_kpa - self.under_margin_kpa
+        # Derived levels, computed once per configuration (not once per block).
+        hyst = self.hysteresis_kpa
+        self.over_clear = self.over - hyst
+        self.under_clear = self.under + hyst
+        self.detached_clear = self.detached_kpa + hyst
+        self.leak_window = self.leak_drop_kpa / self.leak_decay_kpa_s
+        self.stuck_on = self.stuck_s > 0
+        k = cfg.smooth_samples
+
+        def ck(level_kpa: np.ndarray) -> np.ndarray:  # kPa -> smoothed units
+            return np.rint(level_kpa / SUCTION_SCALE_KPA * k)
+
+        self.ck_decay = ck(self.leak_decay_kpa_s)
+        self.ck_drop = ck(self.leak_drop_kpa)
+        self.ck_rise = ck(self.blockage_rise_kpa)
+        self.ck_under = ck(self.under)
+        self.ck_detached = ck(self.detached_kpa)
 
 
 def _suction(x: float) -> float | None:
@@ -108,6 +125,7 @@ class Checker:
         self._segments = Segments(cups)
         self._lagged = Lagged(cups)
         self._delays = {name: OnDelay(cups) for name in _CUP_CONDITIONS}
+        self._no_delay = np.zeros(cups)
         # Latest per-cup views for the snapshot (last row of the last block).
         self.applied = np.zeros(cups, bool)
         self.applied_since = np.full(cups, np.nan)
@@ -290,13 +308,10 @@ class Checker:
             pumped = active & (reached | (t[:, None] - active_start >= p.pumpdown_grace_s))
             pumped_bin = pumped & binary
 
-            # Smoothed integer suction (k samples of 0.01 kPa) for leak/blockage evidence.
-            k = self.config.smooth_samples
+            # Smoothed integer suction (k samples of 0.01 kPa) for leak/blockage evidence;
+            # thresholds in the same units are p.ck_* (_Params).
             q = np.where(finite, np.rint(s / SUCTION_SCALE_KPA), 0).astype(np.int64)
             sm = self._smooth.step(q, valid)
-
-            def ck(level_kpa: np.ndarray) -> np.ndarray:  # kPa -> smoothed units
-                return np.rint(level_kpa / SUCTION_SCALE_KPA * k)
 
             eligible = active & binary & valid
             code = np.where(eligible, np.where(pump, 1, 2), 0)
@@ -308,84 +323,95 @@ class Checker:
             # Leak evidence while the pump is off: the phase so far lost leak_drop_kpa at
             # >= leak_decay_kpa_s, or (a leak that began mid-hold) the last
             # window = drop/decay seconds of the phase lost leak_drop_kpa.
-            window = p.leak_drop_kpa / p.leak_decay_kpa_s
+            window = p.leak_window
             ago = self._lagged.step(t, sm, window)
             drop = seg_max - sm
-            decay_floor = ck(p.leak_decay_kpa_s) * span  # smoothed units lost in `span` s
-            fell = (drop >= ck(p.leak_drop_kpa)) & (drop >= decay_floor)
-            fell_lately = (span >= window) & (ago > SENTINEL) & (ago - sm >= ck(p.leak_drop_kpa))
+            decay_floor = p.ck_decay * span  # smoothed units lost in `span` s
+            fell = (drop >= p.ck_drop) & (drop >= decay_floor)
+            fell_lately = (span >= window) & (ago > SENTINEL) & (ago - sm >= p.ck_drop)
             leak_decay = off & pumped & sm_ok & (fell | fell_lately)
             leak_effort = (on & pumped & rise_ok & (span >= p.leak_pump_s)
-                           & (rise >= ck(p.blockage_rise_kpa)) & (sm >= ck(p.under)))
+                           & (rise >= p.ck_rise) & (sm >= p.ck_under))
             # Leak ends after a hold of leak_clear_s whose last window shows no fast decay.
             leak_clear = ~pumped_bin | (off & sm_ok & (span >= p.leak_clear_s) & (ago > SENTINEL)
-                                        & (ago - sm < ck(p.leak_drop_kpa)))
-            blocked = (on & rise_ok & (span >= p.blockage_s) & (rise < ck(p.blockage_rise_kpa))
-                       & (sm >= ck(p.detached_kpa)))
-            unblocked = ~(active & binary) | off | (on & rise_ok & (rise >= ck(p.blockage_rise_kpa)))
+                                        & (ago - sm < p.ck_drop))
+            blocked = (on & rise_ok & (span >= p.blockage_s) & (rise < p.ck_rise)
+                       & (sm >= p.ck_detached))
+            unblocked = ~(active & binary) | off | (on & rise_ok & (rise >= p.ck_rise))
 
             # Stuck sensor: bit-identical readings while the regulator works the cup.
             changed = (s32 != prev_rows(s32, self._prev_s)) | ~finite
             last_change = np.where(changed, t[:, None], np.nan)
             last_change = _ffill(last_change, self._last_change)
             stuck_since = np.fmax(last_change, active_start)
-            stuck = (active & binary & finite & (p.stuck_s > 0)
+            stuck = (active & binary & finite & p.stuck_on
                      & (t[:, None] - stuck_since >= p.stuck_s))
             device_fault = enabled & (fault_bit | self._dev_fault[None, :])
             sensor_bad = enabled & (~finite | ~in_range | stuck) | device_fault
             tripped = enabled & (interlock | self._dev_interlock[None, :])
 
-            hyst = p.hysteresis_kpa
-            rules = {
-                C.OVER_SUCTION: (enabled & valid & (s > p.over), ~enabled | below(p.over - hyst),
-                                 p.over_delay_s, enabled & above(p.hard_limit_kpa)),
-                C.UNDER_SUCTION: (pumped & below(p.under), ~pumped | (valid & (s > p.under + hyst)),
-                                  p.under_delay_s, None),
-                C.DETACHED: (pumped_bin & below(p.detached_kpa),
-                             ~pumped_bin | above(p.detached_kpa + hyst), p.detached_delay_s, None),
-                C.LEAK: (leak_decay | leak_effort, leak_clear, p.leak_delay_s, None),
-                C.BLOCKAGE: (blocked, unblocked, p.blockage_delay_s, None),
+            # (name, set, clear, delay, immediate): clear and immediate are only
+            # evaluated for a rule that is latched, alarmed or set in this block (a
+            # quiet rule leaves its OnDelay untouched and changes nothing).
+            rules = (
+                (C.OVER_SUCTION, enabled & valid & (s > p.over),
+                 lambda: ~enabled | below(p.over_clear), p.over_delay_s,
+                 lambda: enabled & above(p.hard_limit_kpa)),
+                (C.UNDER_SUCTION, pumped & below(p.under),
+                 lambda: ~pumped | (valid & (s > p.under_clear)), p.under_delay_s, None),
+                (C.DETACHED, pumped_bin & below(p.detached_kpa),
+                 lambda: ~pumped_bin | above(p.detached_clear), p.detached_delay_s, None),
+                (C.LEAK, leak_decay | leak_effort, lambda: leak_clear, p.leak_delay_s, None),
+                (C.BLOCKAGE, blocked, lambda: unblocked, p.blockage_delay_s, None),
                 # The device's own flag (bit or EVENT, sent with the same sample) is
                 # its judgement, already debounced (stuck after 1 s): at once, like
                 # its EVENT. Were the bit delayed, the stamp would depend on whether
                 # the EVENT was read before or after the block holding its sample
                 # (chunking), and the next block's on-delay would undo the EVENT's
                 # raise. The delay rides out host-side evidence (no reading, range).
-                C.SENSOR_FAULT: (sensor_bad, ~sensor_bad, p.sensor_fault_delay_s, device_fault),
-                C.INTERLOCK: (tripped, ~tripped, np.zeros(self.cups), None),
-            }
-        rows_all, cols_all, cond_all, act_all, lvl_all = [], [], [], [], []
-        for name, (set_, clear, delay, immediate) in rules.items():
-            alarm, before = self._delays[name].step(t, set_, clear, delay, immediate)
-            r, c = changes(alarm, before)
-            rows_all.append(r)
-            cols_all.append(c)
-            cond_all.append(np.full(r.shape, _ORDER[name]))
-            act_all.append(alarm[r, c])
-            lvl_all.append(np.ones(r.shape, np.int64))
+                (C.SENSOR_FAULT, sensor_bad, lambda: ~sensor_bad, p.sensor_fault_delay_s,
+                 lambda: device_fault),
+                (C.INTERLOCK, tripped, lambda: ~tripped, self._no_delay, None),
+            )
+            rows_all, cols_all, cond_all, act_all, lvl_all = [], [], [], [], []
+            for name, set_, clear, delay, immediate in rules:
+                od = self._delays[name]
+                if od.quiet(set_):
+                    continue
+                alarm, before = od.step(t, set_, clear(), delay,
+                                        None if immediate is None else immediate())
+                r, c = changes(alarm, before)
+                if r.size:
+                    rows_all.append(r)
+                    cols_all.append(c)
+                    cond_all.append(np.full(r.shape, _ORDER[name]))
+                    act_all.append(alarm[r, c])
+                    lvl_all.append(np.ones(r.shape, np.int64))
 
         # Dwell: how long the cup has been on; step 1 advisory, step 2 limit.
         on_for = t[:, None] - applied_start
         level = np.where(applied, (on_for >= p.dwell_advisory_s).astype(np.int64)
                          + (on_for >= p.dwell_limit_s), 0)
         r, c = changes(level, self._dwell_level)
-        prev_level = prev_rows(level, self._dwell_level)[r, c]
-        rows_all.append(r)
-        cols_all.append(c)
-        cond_all.append(np.full(r.shape, _ORDER[C.DWELL_EXCEEDED]))
-        act_all.append(level[r, c] > 0)
-        lvl_all.append(np.where(level[r, c] > 0, level[r, c], prev_level))
+        if r.size:
+            prev_level = prev_rows(level, self._dwell_level)[r, c]
+            rows_all.append(r)
+            cols_all.append(c)
+            cond_all.append(np.full(r.shape, _ORDER[C.DWELL_EXCEEDED]))
+            act_all.append(level[r, c] > 0)
+            lvl_all.append(np.where(level[r, c] > 0, level[r, c], prev_level))
 
-        rows = np.concatenate(rows_all)
-        cols = np.concatenate(cols_all)
-        cond = np.concatenate(cond_all)
-        act = np.concatenate(act_all)
-        lvl = np.concatenate(lvl_all)
-        order = np.lexsort((act, cond, cols, rows))
-        for i in order:
-            r_, c_ = int(rows[i]), int(cols[i])
-            dets.append(Detection(float(t[r_]), c_ + 1, C.CONDITIONS[int(cond[i])], bool(act[i]),
-                                  int(lvl[i]), _suction(s[r_, c_])))
+        if rows_all:
+            rows = np.concatenate(rows_all)
+            cols = np.concatenate(cols_all)
+            cond = np.concatenate(cond_all)
+            act = np.concatenate(act_all)
+            lvl = np.concatenate(lvl_all)
+            order = np.lexsort((act, cond, cols, rows))
+            for i in order:
+                r_, c_ = int(rows[i]), int(cols[i])
+                dets.append(Detection(float(t[r_]), c_ + 1, C.CONDITIONS[int(cond[i])],
+                                      bool(act[i]), int(lvl[i]), _suction(s[r_, c_])))
         dets.sort(key=lambda d: (d.t, -1 if d.cup is None else d.cup, _ORDER[d.condition], d.active))
 
         # Carry state to the next block.

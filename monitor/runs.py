@@ -82,6 +82,11 @@ class OnDelay:
         self.alarm = np.zeros(cups, bool)   # alarm, last row
         self.seen = np.zeros(cups, bool)    # an immediate row seen in the current run
 
+    def quiet(self, set_: np.ndarray) -> bool:
+        """True when a step with ``set_`` would change nothing: no alarm, nothing
+        latched and no row sets it (the step's own fast path, with no alarm to end)."""
+        return not self.alarm.any() and not self.state.any() and not set_.any()
+
     def step(self, t: np.ndarray, set_: np.ndarray, clear: np.ndarray, delay: np.ndarray,
              immediate: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return (alarm (n, cups) bool, alarm of the previous row for row 0 (cups,))."""
