@@ -52,7 +52,10 @@ class DevicePanel(QtWidgets.QGroupBox):
         return self.values[key].text()
 
     def show_device(self, *, source: str = "", link: str = "", info: DeviceInfo | None = None,
-                    stats: LinkStats | None = None, fmt: str = "", display: str = "") -> None:
+                    stats: LinkStats | None = None, fmt: str = "", display: str = "",
+                    calibration: str = "") -> None:
+        """Refresh every field; ``calibration`` (what is in force, from the
+        session database) is shown after the INFO-based wording."""
         v = self.values
         # Zero-width spaces let a long URL wrap at its separators (the panel is
         # narrow and never scrolls sideways).
@@ -68,10 +71,12 @@ class DevicePanel(QtWidgets.QGroupBox):
             v["rate"].setText(f"{info.rate_hz} Hz")
             v["sensor"].setText(sensor_name(info.sensor_model)
                                 + (f", {info.adc_bits}-bit ADC" if info.adc_bits else ""))
-            v["calibration"].setText(calibration_text(info))
+            v["calibration"].setText(calibration_text(info)
+                                     + (f"; records: {calibration}" if calibration else ""))
         else:
-            for k in ("serial", "firmware", "cups", "rate", "sensor", "calibration"):
+            for k in ("serial", "firmware", "cups", "rate", "sensor"):
                 v[k].setText("–")
+            v["calibration"].setText(f"records: {calibration}" if calibration else "–")
         v["format"].setText(fmt or "–")
         if stats is not None:
             v["frames"].setText(f"{stats.frames_ok:,} ({stats.samples:,} samples)")

@@ -107,6 +107,9 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
     _started = QtCore.Signal(object, str, object)
     #: The monitored source changed (a Source, or None when there is none).
     sourceChanged = QtCore.Signal(object)
+    #: The calibration in force after a connect (monitor.cal_apply.CalibrationStatus);
+    #: emitted from the link's thread, delivered queued on the GUI thread.
+    calStatus = QtCore.Signal(object)
     #: A recording started (session id) or ended (None).
     recordingChanged = QtCore.Signal(object)
 
@@ -148,6 +151,7 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
         self.buffer = DisplayBuffer()
         self._relay: _LinkRelay | None = None
         self._info: DeviceInfo | None = None
+        self._cal_status: object | None = None  # CalibrationStatus after a connect
         self._link_state: LinkState | None = None
         self._snapshot: MonitorSnapshot | None = None
         self._ticks = 0
@@ -279,6 +283,7 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
 
     def _wire(self) -> None:
         self._started.connect(self._on_started)  # queued: emitted from a worker
+        self.calStatus.connect(self._on_cal_status)
         self.connection.connectRequested.connect(self.connect_url)
         self.connection.disconnectRequested.connect(self.disconnect_source)
         self.banner.acknowledgeRequested.connect(self.acknowledge)
@@ -401,6 +406,9 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
         for t in self.tiles.tiles:
             t.show_command("")
         self.traces.set_buffer(self.buffer)
+        self._cal_status = None
+        if not replay:
+            self._apply_calibration(source)
         for lst in (self._relay, self.pipeline, self.buffer):
             source.add_listener(lst)
         self.source, self.source_label = source, label
@@ -420,6 +428,37 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
 
         threading.Thread(target=start, name="source-start", daemon=True).start()
         return True
+
+    def _apply_calibration(self, source: Source) -> None:
+        """Correct readings with the calibration in force (or write it to a
+        device that applies its own) on every connect: monitor/cal_apply.py."""
+        from monitor.cal_apply import apply_calibration_on_connect
+
+        try:
+            apply_calibration_on_connect(source, db=self.db_path, on_status=self.calStatus.emit)
+        except Exception as exc:  # never stop monitoring for this; say it
+            log.exception("calibration lookup failed")
+            self.statusBar().showMessage(f"Calibration not applied: {exc}")
+
+    def _on_cal_status(self, status: object) -> None:
+        self._cal_status = status
+        warnings = status.warnings()  # type: ignore[attr-defined]
+        if warnings:
+            self.statusBar().showMessage("Calibration: " + "; ".join(warnings), 15000)
+        self._show_device()
+
+    def calibration_summary(self) -> str:
+        """The device panel's calibration line: what is in force, per cup state."""
+        st = self._cal_status
+        if st is None:
+            return ""
+        states: dict[str, list[int]] = {}
+        for c in st.cups:
+            states.setdefault(c.state, []).append(c.cup)
+        parts = [f"{word} (cups {', '.join(map(str, cups))})"
+                 for word, cups in sorted(states.items())]
+        who = "on device" if st.cal_on_device else "by cupmon"
+        return f"{'; '.join(parts)}, applied {who}" if parts else (st.error or "")
 
     def _on_started(self, source: Source, label: str, exc: BaseException | None) -> None:
         """The worker's verdict, delivered on the GUI thread (queued signal)."""
@@ -760,7 +799,8 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
         display = f"{self._fps:.0f} fps, frame {self.traces.stats.last_ms:.1f} ms"
         link = self._link_state.value if self._link_state else ""
         self.device_panel.show_device(source=self.source_label, link=link, info=self._info,
-                                      stats=stats, fmt=fmt or "", display=display)
+                                      stats=stats, fmt=fmt or "", display=display,
+                                      calibration=self.calibration_summary())
 
     # ------------------------------------------------------------- closing
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
