@@ -36,7 +36,6 @@ from .runs import (
     last_index,
     latch,
     prev_rows,
-    take_rows,
 )
 
 #: Order of conditions among detections that share a time and cup.
@@ -341,8 +340,7 @@ class Checker:
 
             # Stuck sensor: bit-identical readings while the regulator works the cup.
             changed = (s32 != prev_rows(s32, self._prev_s)) | ~finite
-            last_change = np.where(changed, t[:, None], np.nan)
-            last_change = _ffill(last_change, self._last_change)
+            last_change = _last_time(changed, t, self._last_change)
             stuck_since = np.fmax(last_change, active_start)
             stuck = (active & binary & finite & p.stuck_on
                      & (t[:, None] - stuck_since >= p.stuck_s))
@@ -445,7 +443,8 @@ class Checker:
         return self._dwell_level.copy()
 
 
-def _ffill(x: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Forward-fill NaNs down the rows of (n, cups) ``x``, seeded by ``first`` (cups,)."""
-    li = last_index(~np.isnan(x))
-    return np.where(li >= 0, take_rows(x, li), first[None, :])
+def _last_time(mask: np.ndarray, t: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per row and column of (n, cups) ``mask``, the time ``t`` (n,) of the last True
+    row at or before it; ``first`` (cups,) before any."""
+    li = last_index(mask)
+    return np.where(li >= 0, t[np.maximum(li, 0)], first[None, :])

@@ -40,10 +40,15 @@ def take_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
     """Hysteresis: True from a set row until a clear row (clear wins a tie);
-    rows with neither keep the state, seeded by ``prev`` (cups,)."""
-    li = last_index(set_ | clear)
-    val = set_ & ~clear
-    return np.where(li >= 0, take_rows(val, li), prev[None, :])
+    rows with neither keep the state, seeded by ``prev`` (cups,).
+
+    One running maximum of ``2 * row + value`` over the set/clear rows: the
+    latest such row wins (rows differ, so the value bit never decides), and its
+    low bit is the value there; -1 where there is none yet."""
+    rows2 = np.arange(0, 2 * set_.shape[0], 2).reshape(-1, *([1] * (set_.ndim - 1)))
+    code = np.where(set_ | clear, rows2 + (set_ & ~clear), -1)
+    last = np.maximum.accumulate(code, axis=0)
+    return np.where(last >= 0, (last & 1).astype(bool), prev[None, :])
 
 
 def run_start(state: np.ndarray, t: np.ndarray, prev_state: np.ndarray,
@@ -173,23 +178,24 @@ class Segments:
         carried = li < 0
         t0 = np.where(carried, self.t0[None, :], t[np.maximum(li, 0)])
         sid = np.cumsum(starts, axis=0, dtype=np.int64)  # 0 = segment carried in
+        off = sid * _BIG
         ok = value > SENTINEL
-        vmax = _seg_max(value, sid, carried, self.vmax)
-        vmin = -_seg_max(np.where(ok, -value, -_HIGH), sid, carried, -self.vmin)
+        vmax = _seg_max(value, off, carried, self.vmax)
+        vmin = -_seg_max(np.where(ok, -value, -_HIGH), off, carried, -self.vmin)
         up = np.where(ok & (vmin < _HIGH), value - vmin, SENTINEL)
-        rise = _seg_max(up, sid, carried, self.rise)
+        rise = _seg_max(up, off, carried, self.rise)
         self.code = code[-1].copy()
         self.t0 = t0[-1].copy()
         self.vmax, self.vmin, self.rise = vmax[-1].copy(), vmin[-1].copy(), rise[-1].copy()
         return t0, vmax, rise
 
 
-def _seg_max(value: np.ndarray, sid: np.ndarray, carried: np.ndarray,
+def _seg_max(value: np.ndarray, off: np.ndarray, carried: np.ndarray,
              carry: np.ndarray) -> np.ndarray:
-    """Running maximum of int64 ``value`` restarting at each segment id; segment 0
-    continues from ``carry`` (cups,). Exact: segments are offset by multiples of
-    2**32, larger than any value's range, so one accumulate does them all."""
-    run = np.maximum.accumulate(value + sid * _BIG, axis=0) - sid * _BIG
+    """Running maximum of int64 ``value`` restarting at each segment; ``off`` is
+    segment id x 2**32 (id 0 continues from ``carry`` (cups,)). Exact: the
+    offsets are larger than any value's range, so one accumulate does them all."""
+    run = np.maximum.accumulate(value + off, axis=0) - off
     return np.where(carried, np.maximum(run, carry[None, :]), run)
 
 
