@@ -9,6 +9,7 @@ rules with examples.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -99,6 +100,10 @@ class Decoder:
     decoder serves the host (device frames -> blocks and messages) and a device
     (command frames -> :class:`Command`).
     """
+
+    #: Text: parse runs of like-shaped lines in one go (False: line by line, the
+    #: reference the tests compare the fast path with).
+    _text_fast = True
 
     def __init__(self, mode: str = "auto") -> None:
         if mode not in ("auto", "binary", "text"):
@@ -466,11 +471,14 @@ class Decoder:
     # --- text ---------------------------------------------------------------
     def _feed_text(self, host: float, res: DecodeResult) -> None:
         st = self.stats
-        lines = self._buf.split(b"\n")
-        tail = lines.pop()
-        if self._skip_first_line and lines:
-            st.bytes_discarded += len(lines.pop(0)) + 1
+        buf = self._buf
+        end = buf.rfind(b"\n") + 1   # buf[:end] holds the whole lines
+        pos = 0
+        if self._skip_first_line and end:
+            pos = buf.find(b"\n") + 1
+            st.bytes_discarded += pos
             self._skip_first_line = False
+        tail = buf[end:]
         if len(tail) > TEXT_LINE_LIMIT:  # no line end in sight: not a sample line
             st.bytes_discarded += len(tail)
             if not self._skip_first_line:
@@ -478,63 +486,106 @@ class Decoder:
                 self._pending_gap |= self._text_t is not None
             tail = b""
         self._buf = tail
-        times: list[float | None] = []
+        # Runs of lines shaped like the latest accepted one are parsed in one go
+        # (TextLayout.parse_run); any other line alone, by TextLayout.parse.
+        # Pieces: (device times, NaN where host-timed; rows; gap before each row).
+        pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        times: list[float] = []
         rows: list[np.ndarray] = []
         gaps: list[bool] = []
         gap = self._pending_gap
         layout = self._layout
-        for line in lines:
-            line = line.rstrip(b"\r")
+        fast = self._text_fast
+        slow_until = 0  # lines before this are parsed one by one
+        while pos < end:
+            run = layout.parse_run(buf, pos, end) if fast and pos >= slow_until else None
+            if run is not None:
+                stop, t_run, rows_run = run
+                if rows_run is None:  # a number that is none: these lines one by one
+                    slow_until = stop
+                else:
+                    if rows:
+                        pieces.append((np.array(times), np.array(rows), np.array(gaps)))
+                        times, rows, gaps = [], [], []
+                    n = rows_run.shape[0]
+                    st.text_lines += n
+                    gap_run = np.zeros(n, dtype=bool)
+                    gap_run[0] = gap
+                    gap = False
+                    pieces.append((np.full(n, np.nan) if t_run is None else t_run, rows_run,
+                                   gap_run))
+                    pos = stop
+                    continue
+            nl = buf.index(b"\n", pos)
+            line = buf[pos:nl].rstrip(b"\r")
+            pos = nl + 1
             if not line.strip(b"\t ,"):
                 continue
             st.text_lines += 1
             parsed = layout.parse(line)
             if parsed is None:
                 st.text_errors += 1
-                gap |= self._text_t is not None or bool(rows)
+                gap |= self._text_t is not None or bool(rows) or bool(pieces)
                 continue
-            times.append(parsed[0])
+            times.append(math.nan if parsed[0] is None else parsed[0])
             rows.append(parsed[1])
             gaps.append(gap)
             gap = False
         self._pending_gap = gap
         if rows:
-            self._text_blocks(times, rows, gaps, host, res)
+            pieces.append((np.array(times), np.array(rows), np.array(gaps)))
+        if pieces:
+            if len(pieces) == 1:
+                t, suction, gap_arr = pieces[0]
+            else:
+                t = np.concatenate([p[0] for p in pieces])
+                suction = np.concatenate([p[1] for p in pieces])
+                gap_arr = np.concatenate([p[2] for p in pieces])
+            self._text_blocks(t, suction, gap_arr, host, res)
 
-    def _text_blocks(self, times: list[float | None], rows: list[np.ndarray], gaps: list[bool],
+    def _text_blocks(self, times: np.ndarray, rows: np.ndarray, gaps: np.ndarray,
                      host: float, res: DecodeResult) -> None:
-        n = len(rows)
-        host_timed = {i for i, t in enumerate(times) if t is None}
-        self.text_host_timed = bool(host_timed)
-        if host_timed:
+        """times: (n,) device s, NaN where host-timed; rows: (n, cups) kPa;
+        gaps: (n,) bool, gap before the row (updated here)."""
+        n = times.shape[0]
+        host_timed = np.isnan(times)
+        k = int(np.count_nonzero(host_timed))
+        self.text_host_timed = bool(k)
+        if k:
             # Lines arrive in bunches (USB latency): spread them evenly over the
             # time since the previous chunk rather than stamping them all alike.
             prev = self._text_host
-            k = len(host_timed)
-            for j, i in enumerate(sorted(host_timed)):
-                times[i] = host if prev is None or host <= prev else prev + (host - prev) * (j + 1) / k
-        t = np.empty(n)
+            if prev is None or host <= prev:
+                times[host_timed] = host
+            else:
+                times[host_timed] = prev + (host - prev) * np.arange(1, k + 1) / k
         last = self._text_t
-        jump = 1e-6 if self._text_host is None else max(host - self._text_host, 1e-6)
-        for i, ti in enumerate(times):
-            assert ti is not None
-            value = ti + (self._text_offset if i not in host_timed else 0.0)
-            if last is not None and value <= last:
-                # Clock went back (device reset) or stood still: keep t increasing.
-                bump = jump if value < last else 1e-6
-                if i not in host_timed:
-                    self._text_offset += last + bump - value
-                gaps[i] |= value < last
-                value = last + bump
-            t[i] = last = value
-            jump = 1e-6
+        values = times + np.where(host_timed, 0.0, self._text_offset)
+        if (self._text_fast and (last is None or values[0] > last)
+                and bool((values[1:] > values[:-1]).all())):
+            t = values  # increasing: nothing to fix
+            last = float(values[-1])
+        else:
+            t = np.empty(n)
+            jump = 1e-6 if self._text_host is None else max(host - self._text_host, 1e-6)
+            for i, (ti, ht) in enumerate(zip(times.tolist(), host_timed.tolist(), strict=True)):
+                value = ti + (self._text_offset if not ht else 0.0)
+                if last is not None and value <= last:
+                    # Clock went back (device reset) or stood still: keep t increasing.
+                    bump = jump if value < last else 1e-6
+                    if not ht:
+                        self._text_offset += last + bump - value
+                    gaps[i] |= value < last
+                    value = last + bump
+                t[i] = last = value
+                jump = 1e-6
         self._text_t = last
         self._text_host = host
         self.stats.samples += n
-        suction = np.array(rows, dtype=np.float32)
-        bounds = [i for i in range(n) if i == 0 or gaps[i]] + [n]
+        suction = rows.astype(np.float32)
+        bounds = [0, *(np.flatnonzero(gaps[1:]) + 1).tolist(), n]
         for a, b in zip(bounds[:-1], bounds[1:], strict=False):
             res.blocks.append(SampleBlock(
                 t=t[a:b].copy(), suction=suction[a:b], status=np.zeros((b - a, suction.shape[1]),
                                                                        dtype=np.uint8),
-                host_time=host, gap_before=gaps[a]))
+                host_time=host, gap_before=bool(gaps[a])))

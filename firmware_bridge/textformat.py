@@ -19,6 +19,11 @@ _SPLIT = re.compile(rb"[, \t]+")
 _CUP_LABEL = re.compile(rb"(?:cup|c)(\d{1,2})", re.IGNORECASE)
 # Printable ASCII plus tab: anything else in a line means it is not text.
 _NOT_TEXT = re.compile(rb"[^\t\x20-\x7e]")
+# The number of a field, for the fast path: printable, no space, comma or colon
+# (float() then reads it, as parse() would). Possessive: matching is linear.
+_NUM = rb"[!-+\--9;-~]++"
+# Separators, the colon and line ends all become spaces before bytes.split().
+_TO_SPACE = bytes.maketrans(b",\t\r\n:", b"     ")
 
 
 def encode_text_samples(t_s: np.ndarray, suction_kpa: np.ndarray, with_time: bool = True) -> bytes:
@@ -52,6 +57,8 @@ class TextLayout:
         self.cups: int | None = None
         self.columns: frozenset[int] | None = None
         self._labels: dict[bytes, int] = {}
+        #: The shape of the latest accepted line (see :meth:`parse_run`).
+        self._shape: _Shape | None = None
 
     def parse(self, line: bytes) -> tuple[float | None, np.ndarray] | None:
         """One line (no line end) -> (device time s or None, (cups,) float kPa),
@@ -67,6 +74,8 @@ class TextLayout:
         pending: list[tuple[bytes, float]] = []  # other labels, placed after cupN
         explicit: set[int] = set()
         positional = 0
+        raw_labels: list[bytes | None] = []
+        where: list[int] = []  # per cup field: its index in cols (~j: pending[j])
         for field in fields:
             label, sep, num = field.rpartition(b":")
             try:
@@ -75,7 +84,9 @@ class TextLayout:
                 return None
             if not math.isfinite(value):
                 value = math.nan  # "nan"/"inf" from a sketch: no reading
+            raw_labels.append(label if sep else None)
             if not sep:
+                where.append(len(cols))
                 cols.append(positional)
                 vals.append(value)
                 positional += 1
@@ -90,9 +101,11 @@ class TextLayout:
             if m:
                 col = int(m.group(1)) - 1
                 explicit.add(col)
+                where.append(len(cols))
                 cols.append(col)
                 vals.append(value)
             elif key:
+                where.append(~len(pending))
                 pending.append((key, value))
                 positional += 1
             else:
@@ -100,6 +113,7 @@ class TextLayout:
         # Other labels take the lowest column no named cup has taken, in order of
         # first appearance across lines; remembered only once the line is accepted.
         new_labels: dict[bytes, int] = {}
+        direct = len(cols)
         taken = explicit | set(self._labels.values())
         for key, value in pending:
             col = self._labels.get(key, new_labels.get(key))
@@ -118,9 +132,81 @@ class TextLayout:
         elif colset != self.columns:
             return None
         self._labels.update(new_labels)
+        if self._shape is None or self._shape.labels != raw_labels:
+            self._shape = _Shape(raw_labels, [cols[i if i >= 0 else direct + ~i] for i in where])
         row = np.full(self.cups, np.nan)
         row[cols] = vals
         return t, row
+
+    def parse_run(self, buf: bytes, pos: int, end: int
+                  ) -> tuple[int, np.ndarray | None, np.ndarray | None] | None:
+        """Whole lines of ``buf[pos:end]`` (``end`` just after a line end), from
+        ``pos`` on, that have the shape of the latest accepted line: same labels
+        in the same order, plain numbers, no blank line. Such a line parses
+        exactly as :meth:`parse` would parse it (its labels are known, so its
+        columns are too); all of them are read with a few calls for the run.
+
+        Returns (end of the run, device times s or None when the lines carry no
+        t/ms, (lines, cups) float64 kPa), or None when the line at ``pos`` does
+        not have the shape (the caller parses it alone). Rows None: some number
+        of the run is not one (or a time is NaN/inf); the caller parses the
+        run's lines one by one."""
+        shape = self._shape
+        if shape is None:
+            return None
+        m = shape.run.match(buf, pos, end)
+        if m is None or m.end() == pos:
+            return None
+        stop = m.end()
+        tokens = buf[pos:stop].translate(_TO_SPACE).split()
+        k = shape.tokens
+        n = len(tokens) // k
+        t: np.ndarray | None = None
+        try:
+            if shape.time is not None:
+                t = np.array(list(map(float, tokens[shape.time::k])))
+                if shape.ms:
+                    t /= 1000.0
+                if not np.isfinite(t).all():
+                    return stop, None, None  # t:nan / t:inf: error lines
+            vals = np.array([list(map(float, tokens[i::k])) for i in shape.values]).T
+        except ValueError:
+            return stop, None, None
+        vals[~np.isfinite(vals)] = np.nan
+        assert self.cups is not None
+        rows = np.full((n, self.cups), np.nan)
+        rows[:, shape.cols] = vals
+        return stop, t, rows
+
+
+class _Shape:
+    """The fast path's view of an accepted line: a regex matching a run of lines
+    with the same labels, and where the numbers are among the tokens of a line."""
+
+    def __init__(self, labels: list[bytes | None], cols: list[int]) -> None:
+        self.labels = labels
+        self.time: int | None = None
+        self.ms = False
+        self.values: list[int] = []   # token index of each cup value in a line
+        parts: list[bytes] = []
+        k = 0
+        for label in labels:
+            if label is not None:
+                k += len((label + b":").translate(_TO_SPACE).split())
+                parts.append(re.escape(label + b":") + _NUM)
+                key = label.lower()
+                if key in (b"t", b"ms"):
+                    self.time, self.ms = k, key == b"ms"
+                    k += 1
+                    continue
+            else:
+                parts.append(_NUM)
+            self.values.append(k)
+            k += 1
+        self.tokens = k
+        self.cols = cols  # column of each cup field, in field order
+        line = rb"[, \t]*+" + rb"[, \t]++".join(parts) + rb"[, \t]*+\r*+\n"
+        self.run = re.compile(rb"(?:" + line + rb")*+")
 
 
 def looks_like_text(lines: list[bytes]) -> bool:
