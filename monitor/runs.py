@@ -29,6 +29,8 @@ def prev_rows(x: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 def last_index(mask: np.ndarray) -> np.ndarray:
     """Per column, index of the last True row at or before each row; -1 if none."""
+    if not mask.any():  # common in a quiet block: no edges, nothing to carry forward
+        return np.full(mask.shape, -1, np.int64)
     idx = np.where(mask, np.arange(mask.shape[0]).reshape(-1, *([1] * (mask.ndim - 1))), -1)
     return np.maximum.accumulate(idx, axis=0)
 
@@ -45,8 +47,11 @@ def latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
     One running maximum of ``2 * row + value`` over the set/clear rows: the
     latest such row wins (rows differ, so the value bit never decides), and its
     low bit is the value there; -1 where there is none yet."""
+    events = set_ | clear
+    if events.all():  # every row decides (e.g. a cup regulating throughout)
+        return set_ & ~clear
     rows2 = np.arange(0, 2 * set_.shape[0], 2).reshape(-1, *([1] * (set_.ndim - 1)))
-    code = np.where(set_ | clear, rows2 + (set_ & ~clear), -1)
+    code = np.where(events, rows2 + (set_ & ~clear), -1)
     last = np.maximum.accumulate(code, axis=0)
     return np.where(last >= 0, (last & 1).astype(bool), prev[None, :])
 
@@ -174,6 +179,8 @@ class Segments:
         maximum of ``value`` since then, and the largest ``value[j] - min(value[:j])``
         within the segment so far (SENTINEL where undefined)."""
         starts = code != prev_rows(code, self.code)
+        if not starts.any():
+            return self._carried(value)
         li = last_index(starts)
         carried = li < 0
         t0 = np.where(carried, self.t0[None, :], t[np.maximum(li, 0)])
@@ -188,6 +195,24 @@ class Segments:
         self.t0 = t0[-1].copy()
         self.vmax, self.vmin, self.rise = vmax[-1].copy(), vmin[-1].copy(), rise[-1].copy()
         return t0, vmax, rise
+
+    def _carried(self, value: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``step`` for a block with no segment start: every row continues the
+        carried segment (what ``step`` computes with segment id 0 throughout)."""
+        t0 = np.broadcast_to(self.t0, value.shape)
+        ok = value > SENTINEL
+        vmax = _run_max(value, self.vmax)
+        vmin = -_run_max(np.where(ok, -value, -_HIGH), -self.vmin)
+        up = np.where(ok & (vmin < _HIGH), value - vmin, SENTINEL)
+        rise = _run_max(up, self.rise)
+        self.vmax, self.vmin, self.rise = vmax[-1].copy(), vmin[-1].copy(), rise[-1].copy()
+        return t0, vmax, rise
+
+
+def _run_max(value: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """``_seg_max`` of a block wholly in the carried segment (id 0, offset 0)."""
+    return np.maximum(np.maximum.accumulate(value, axis=0), carry[None, :])
 
 
 def _seg_max(value: np.ndarray, off: np.ndarray, carried: np.ndarray,
