@@ -24,6 +24,8 @@ _NOT_TEXT = re.compile(rb"[^\t\x20-\x7e]")
 _NUM = rb"[!-+\--9;-~]++"
 # Separators, the colon and line ends all become spaces before bytes.split().
 _TO_SPACE = bytes.maketrans(b",\t\r\n:", b"     ")
+#: Line shapes remembered by a TextLayout for its fast path.
+_MAX_SHAPES = 16
 
 
 def encode_text_samples(t_s: np.ndarray, suction_kpa: np.ndarray, with_time: bool = True) -> bytes:
@@ -57,8 +59,11 @@ class TextLayout:
         self.cups: int | None = None
         self.columns: frozenset[int] | None = None
         self._labels: dict[bytes, int] = {}
-        #: The shape of the latest accepted line (see :meth:`parse_run`).
-        self._shape: _Shape | None = None
+        # The labels and cup columns of the latest accepted line, and the _Shape
+        # of each label sequence seen, built when parse_run first needs it (the
+        # columns of a label sequence, once accepted, never change).
+        self._last: tuple[tuple[bytes | None, ...], list[int]] | None = None
+        self._shapes: dict[tuple[bytes | None, ...], _Shape] = {}
 
     def parse(self, line: bytes) -> tuple[float | None, np.ndarray] | None:
         """One line (no line end) -> (device time s or None, (cups,) float kPa),
@@ -132,8 +137,9 @@ class TextLayout:
         elif colset != self.columns:
             return None
         self._labels.update(new_labels)
-        if self._shape is None or self._shape.labels != raw_labels:
-            self._shape = _Shape(raw_labels, [cols[i if i >= 0 else direct + ~i] for i in where])
+        labels = tuple(raw_labels)
+        if self._last is None or self._last[0] != labels:
+            self._last = (labels, [cols[i if i >= 0 else direct + ~i] for i in where])
         row = np.full(self.cups, np.nan)
         row[cols] = vals
         return t, row
@@ -142,7 +148,7 @@ class TextLayout:
                   ) -> tuple[int, np.ndarray | None, np.ndarray | None] | None:
         """Whole lines of ``buf[pos:end]`` (``end`` just after a line end), from
         ``pos`` on, that have the shape of the latest accepted line: same labels
-        in the same order, plain numbers, no blank line. Such a line parses
+        in the same order, plain numbers, no blank line; at least two of them. Such a line parses
         exactly as :meth:`parse` would parse it (its labels are known, so its
         columns are too); all of them are read with a few calls for the run.
 
@@ -151,13 +157,20 @@ class TextLayout:
         not have the shape (the caller parses it alone). Rows None: some number
         of the run is not one (or a time is NaN/inf); the caller parses the
         run's lines one by one."""
-        shape = self._shape
-        if shape is None:
+        if self._last is None:
             return None
+        shape = self._shapes.get(self._last[0])
+        if shape is None:
+            if len(self._shapes) >= _MAX_SHAPES:
+                self._shapes.clear()
+            shape = self._shapes[self._last[0]] = _Shape(*self._last)
         m = shape.run.match(buf, pos, end)
-        if m is None or m.end() == pos:
+        if m is None:
             return None
         stop = m.end()
+        first = buf.find(b"\n", pos, end)
+        if first < 0 or stop <= first + 1:
+            return None  # one line (or none): parse() costs less
         tokens = buf[pos:stop].translate(_TO_SPACE).split()
         k = shape.tokens
         n = len(tokens) // k
@@ -183,7 +196,7 @@ class _Shape:
     """The fast path's view of an accepted line: a regex matching a run of lines
     with the same labels, and where the numbers are among the tokens of a line."""
 
-    def __init__(self, labels: list[bytes | None], cols: list[int]) -> None:
+    def __init__(self, labels: tuple[bytes | None, ...], cols: list[int]) -> None:
         self.labels = labels
         self.time: int | None = None
         self.ms = False

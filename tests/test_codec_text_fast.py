@@ -171,7 +171,8 @@ def test_parse_run_equals_parse_line_by_line(shape, data):
     if expect[0] is None:
         return  # not a sample line: there is no shape to follow
     assert run_layout.parse(lines[0].rstrip(b"\n").rstrip(b"\r")) is not None
-    if len(lines) == 1:
+    if len(lines) <= 2:  # a run of one line is left to parse()
+        assert run_layout.parse_run(buf, len(lines[0]), len(buf)) is None
         return
     got = run_layout.parse_run(buf, len(lines[0]), len(buf))
     assert got is not None
@@ -196,6 +197,9 @@ def test_a_run_stops_at_a_line_of_another_shape():
     assert buf[:stop].count(b"\n") == 2 and t.tolist() == [2.0, 3.0]
     assert rows.tolist() == [[2.0, 3.0], [4.0, 5.0]]
     assert layout.parse_run(buf, stop, len(buf)) is None  # cup2 before cup1: parse() it
+    assert layout.parse(b"t:4 cup2:1 cup1:2") is not None  # the shape of that line now
+    assert layout.parse_run(buf, stop, len(buf)) is None  # but a run of one line: parse() it
+    assert layout.parse_run(buf + buf, stop, 2 * len(buf)) is None  # next line is cup1 first
 
 
 def test_fast_path_reads_the_benchmark_stream_like_the_slow_one():
