@@ -185,8 +185,12 @@ class TextLayout:
             vals = np.array([list(map(float, tokens[i::k])) for i in shape.values]).T
         except ValueError:
             return stop, None, None
-        vals[~np.isfinite(vals)] = np.nan
+        finite = np.isfinite(vals)
+        if not finite.all():
+            vals[~finite] = np.nan
         assert self.cups is not None
+        if shape.in_order and len(shape.cols) == self.cups:
+            return stop, t, np.ascontiguousarray(vals)  # cup1..cupN, the usual case
         rows = np.full((n, self.cups), np.nan)
         rows[:, shape.cols] = vals
         return stop, t, rows
@@ -218,6 +222,7 @@ class _Shape:
             k += 1
         self.tokens = k
         self.cols = cols  # column of each cup field, in field order
+        self.in_order = cols == list(range(len(cols)))
         line = rb"[, \t]*+" + rb"[, \t]++".join(parts) + rb"[, \t]*+\r*+\n"
         self.run = re.compile(rb"(?:" + line + rb")*+")
 
