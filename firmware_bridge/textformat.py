@@ -176,15 +176,25 @@ class TextLayout:
         n = len(tokens) // k
         t: np.ndarray | None = None
         try:
-            if shape.time is not None:
-                t = np.array(list(map(float, tokens[shape.time::k])))
-                if shape.ms:
-                    t /= 1000.0
-                if not np.isfinite(t).all():
-                    return stop, None, None  # t:nan / t:inf: error lines
-            vals = np.array([list(map(float, tokens[i::k])) for i in shape.values]).T
+            if shape.flat is not None:  # every number in one pass
+                nums = np.fromiter(map(float, tokens[shape.flat]), np.float64,
+                                   n * len(shape.numbers)).reshape(n, len(shape.numbers))
+                if shape.time is not None:
+                    t = nums[:, shape.numbers.index(shape.time)]
+                vals = nums[:, [shape.numbers.index(i) for i in shape.values]]
+            else:
+                if shape.time is not None:
+                    t = np.fromiter(map(float, tokens[shape.time::k]), np.float64, n)
+                vals = np.empty((n, len(shape.values)))
+                for j, i in enumerate(shape.values):
+                    vals[:, j] = np.fromiter(map(float, tokens[i::k]), np.float64, n)
         except ValueError:
             return stop, None, None
+        if t is not None:
+            if shape.ms:
+                t = t / 1000.0
+            if not np.isfinite(t).all():
+                return stop, None, None  # t:nan / t:inf: error lines
         finite = np.isfinite(vals)
         if not finite.all():
             vals[~finite] = np.nan
@@ -221,6 +231,14 @@ class _Shape:
             self.values.append(k)
             k += 1
         self.tokens = k
+        # Token positions of the numbers in a line; when they are evenly spaced
+        # (no labels, or one-token labels throughout) one slice takes them all.
+        self.numbers = sorted(self.values + ([] if self.time is None else [self.time]))
+        first, step = self.numbers[0], (self.numbers[1] - self.numbers[0]
+                                        if len(self.numbers) > 1 else k)
+        self.flat: slice | None = None
+        if 0 <= first < step and k % step == 0 and self.numbers == list(range(first, k, step)):
+            self.flat = slice(first, None, step)
         self.cols = cols  # column of each cup field, in field order
         self.in_order = cols == list(range(len(cols)))
         line = rb"[, \t]*+" + rb"[, \t]++".join(parts) + rb"[, \t]*+\r*+\n"

@@ -227,3 +227,22 @@ def test_very_long_lines(cups, pad):
         d = Decoder("text")
         res = d.feed(text, 1.0)
         assert sum(b.n for b in res.blocks) == 5 and d.stats.text_errors == 0
+
+
+@pytest.mark.parametrize("lines", [
+    [b"t:1 5 6", b"t:2 7 8", b"t:3 9 10"],           # labelled time, unlabelled cups
+    [b"5 6 ms:1", b"7 8 ms:2", b"9 10 ms:3"],         # time last
+    [b"cup2:5 cup1:6", b"cup2:7 cup1:8", b"cup2:9 cup1:nan"],
+    [b"a:b:5 t:1", b"a:b:6 t:2", b"a:b:7 t:3"],       # a label with a colon in it
+    [b"5", b"6", b"7"],
+    [b"c:5", b"c:6", b"c:-inf"],
+])
+def test_parse_run_on_mixed_label_layouts(lines):
+    one, fast = TextLayout(), TextLayout()
+    expect = [one.parse(ln) for ln in lines]
+    assert fast.parse(lines[0]) is not None
+    buf = b"\n".join(lines[1:]) + b"\n"
+    stop, t, rows = fast.parse_run(buf, 0, len(buf))
+    assert stop == len(buf)
+    np.testing.assert_array_equal(rows, np.array([e[1] for e in expect[1:]]))
+    assert (t is None and expect[1][0] is None) or t.tolist() == [e[0] for e in expect[1:]]
