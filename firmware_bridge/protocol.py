@@ -103,7 +103,7 @@ class InfoFlags(enum.IntFlag):
     SIMULATED = 1 << 2
 
 
-def cup_mask(cups: "list[int] | tuple[int, ...] | None") -> int:
+def cup_mask(cups: list[int] | tuple[int, ...] | None) -> int:
     """Bit mask for 1-based cup numbers; ``None`` means every cup."""
     if cups is None:
         return ALL_CUPS
