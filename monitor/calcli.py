@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from monitor.jsonsafe import strict_json
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 #: How long a device may take to connect and say who it is (s).
 CONNECT_TIMEOUT_S = 10.0
@@ -377,7 +379,7 @@ def cmd_calibrate(args: argparse.Namespace, ui: ConsolePrompter) -> int:
                "cups": [_cup_json(r) for r in run.results] if run.results else
                [{"cup": c, "points": [p.to_dict() for p in run.points if p.cup == c]}
                 for c in run.cups]}
-        print(json.dumps(_strict(out), indent=2))
+        print(json.dumps(strict_json(out), indent=2))
     else:
         _print_calibration(run, paths)
     return EXIT_OK if run.passed else EXIT_FAIL
@@ -487,7 +489,7 @@ def cmd_pumptest(args: argparse.Namespace, ui: ConsolePrompter) -> int:
     if args.json:
         out = pt.pumptest_json(run, str(main_file) if main_file else None)
         out["files"] = {k: str(v) for k, v in paths.items()}
-        print(json.dumps(_strict(out), indent=2))
+        print(json.dumps(strict_json(out), indent=2))
     else:
         print(f"Pump test of {run.info.serial}: {run.result}")
         for r in run.results:
@@ -527,7 +529,7 @@ def cmd_zero(args: argparse.Namespace, ui: ConsolePrompter) -> int:
     finally:
         dev.close()
     if args.json:
-        print(json.dumps(_strict({"device": info.serial, "zeroed": True,
+        print(json.dumps(strict_json({"device": info.serial, "zeroed": True,
                                   "cups": [r.to_dict() for r in res]}), indent=2))
     else:
         for r in res:
@@ -545,7 +547,7 @@ def cmd_status(args: argparse.Namespace, ui: ConsolePrompter) -> int:
     finally:
         dev.close()
     if args.json:
-        print(json.dumps(_strict(status.to_dict()), indent=2))
+        print(json.dumps(strict_json(status.to_dict()), indent=2))
     else:
         print("\n".join(status.lines()))
     return EXIT_OK if status.ok else EXIT_FAIL
@@ -564,7 +566,7 @@ def cmd_history(args: argparse.Namespace, ui: ConsolePrompter) -> int:
     cups = sorted({r["cup"] for r in rows})
     force = {rec["id"] for rec in in_force(path, args.serial, cups).values()}
     if args.json:
-        print(json.dumps(_strict({"device": args.serial, "calibrations": [
+        print(json.dumps(strict_json({"device": args.serial, "calibrations": [
             dict(r, in_force=r["id"] in force) for r in rows]}), indent=2))
         return EXIT_OK
     if not rows:
@@ -584,16 +586,6 @@ def cmd_history(args: argparse.Namespace, ui: ConsolePrompter) -> int:
               f"{r['technician'] or '-'} / {r['reference_id'] or '-'} "
               f"{r['reference_cert'] or ''} / {r['certificate_id'] or '-'}")
     return EXIT_OK
-
-
-def _strict(v: Any) -> Any:
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _strict(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_strict(x) for x in v]
-    return v
 
 
 COMMANDS = {"calibrate": cmd_calibrate, "pumptest": cmd_pumptest, "zero": cmd_zero,

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monitor.jsonsafe import strict_json
+
 from .calibration import DECISION_RULE, FALLING, REPEAT, RISING, CalibrationRun
 
 FORMATS = ("html", "pdf", "json", "csv")
@@ -693,7 +695,7 @@ def _write_formats(stem: Path, doc: dict[str, Any], formats: Sequence[str], csv_
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     if "json" in formats:
-        paths["json"] = _write(stem.with_suffix(".json"), json.dumps(_strict(doc), indent=2,
+        paths["json"] = _write(stem.with_suffix(".json"), json.dumps(strict_json(doc), indent=2,
                                                                      ensure_ascii=False) + "\n")
     if "csv" in formats:
         paths["csv"] = _write(stem.with_suffix(".csv"), csv_text(doc))
@@ -746,17 +748,6 @@ def write_pumptest_report(doc: dict[str, Any], out_dir: str | Path,
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _strict(v: Any) -> Any:
-    """JSON without NaN/infinity (null instead), as the session export does."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _strict(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_strict(x) for x in v]
-    return v
 
 
 def parse_formats(text: str) -> tuple[str, ...]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from monitor.jsonsafe import strict_json
 
 from .store import NoSuchSession, Store, StoreError, default_db_path
 
@@ -225,7 +226,7 @@ def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (dict, list)):
-        return json.dumps(_clean(v), separators=(",", ":"))
+        return json.dumps(strict_json(v), separators=(",", ":"))
     return str(v)
 
 
@@ -257,24 +258,13 @@ def _export(store: Store, sid: int, csv_path: str | None, json_path: str | None)
     return EXIT_OK
 
 
-def _clean(v: Any) -> Any:
-    """JSON-safe: NaN/inf become null (strict JSON has no NaN)."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
 def session_document(store: Store, sid: int, session: dict[str, Any] | None = None
                      ) -> dict[str, Any]:
     """The JSON export of a session (docs/sessions.md)."""
     s = dict(session if session is not None else store.get_session(sid))
     s["started"] = _iso(s["started_wall"])
     s["ended"] = _iso(s["ended_wall"])
-    return _clean({
+    return strict_json({
         "format": "cupmon-session",
         "format_version": JSON_FORMAT_VERSION,
         "session": s,
