@@ -223,6 +223,11 @@ def run_headless(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         _write_summary(Path(args.summary), spec, source, pipeline, recorder, calibration)
     if tty:
         out.write(render_table(pipeline.snapshot(), source.stats(), None, config.unit) + "\n")
+    stats = source.stats()
+    if spec.replay is not None and stats.frames_ok == 0 and stats.text_lines == 0:
+        print(f"cupmon: no valid data in {spec.replay} ({stats.bytes_discarded} bytes skipped, "
+              f"{stats.crc_errors} CRC errors): not a cupmon capture?", file=sys.stderr)
+        return 1
     return result
 
 

@@ -163,3 +163,11 @@ def test_calibration_in_force_is_reported_on_connect(tmp_path):
     cal = json.loads(summ.read_text())["calibration"]
     assert cal["device_serial"].startswith("SIM-")
     assert {c["state"] for c in cal["cups"]} == {"missing"}
+
+
+def test_replay_of_a_garbage_file_says_no_valid_data(tmp_path):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\xa5\x5a\x01\x01garbage\xff\x00" * 50)
+    r = run(["--headless", "--replay", str(junk), "--no-record"], tmp_path)
+    assert r.returncode == 1
+    assert "no valid data" in r.stderr and "Traceback" not in r.stderr
