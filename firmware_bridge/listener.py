@@ -6,6 +6,12 @@ thread. Each listener runs on its own dispatch thread behind a bounded queue,
 so a slow listener (disk, drawing) never stalls acquisition or the other
 listeners. When a listener's queue is full the oldest item is dropped and
 counted in ``overruns`` (and reported as a gap to that listener), never silently.
+
+With ``backpressure=True`` (replay, files) nothing is dropped: the publisher
+waits for room instead. Its queues are then bounded by values (samples x cups,
+``queue_values``) as well as by blocks, so what a listener has waiting is a
+small fixed amount (~1.5 MB of blocks) however far ahead an as-fast-as-possible
+source could run.
 """
 
 from __future__ import annotations
@@ -44,13 +50,27 @@ class Listener:
         """The source has stopped; flush and release resources."""
 
 
+#: Default bound of a backpressure queue in values (samples x cups): 16384
+#: samples of 16 cups, ~1.4 MB of blocks.
+BACKPRESSURE_QUEUE_VALUES = 1 << 18
+
+
+def _values(kind: str, item: Any) -> int:
+    return item.n * max(1, item.cups) if kind == "block" else 0
+
+
 class _Dispatch(threading.Thread):
-    def __init__(self, listener: Listener, maxlen: int, backpressure: bool) -> None:
+    def __init__(self, listener: Listener, maxlen: int, backpressure: bool,
+                 max_values: int | None = None) -> None:
         super().__init__(name=f"listener-{type(listener).__name__}", daemon=True)
         self.listener = listener
         self.queue: collections.deque = collections.deque()
         self.maxlen = maxlen
         self.backpressure = backpressure
+        self.max_values = max_values   # None: bounded by blocks only
+        self.values = 0                # samples x cups queued
+        self.peak_values = 0
+        self.waits = 0                 # puts that had to wait for room (backpressure)
         self.cond = threading.Condition()
         self.closing = False
         self.overruns = 0
@@ -58,22 +78,40 @@ class _Dispatch(threading.Thread):
         self._dropped_pending = 0
         self.busy = False
 
+    def _full(self, values: int) -> bool:
+        if len(self.queue) >= self.maxlen:
+            return True
+        # A block bigger than the whole bound still goes in, alone.
+        return (self.max_values is not None and bool(self.queue)
+                and self.values + values > self.max_values)
+
     def put(self, kind: str, item: Any) -> None:
+        values = _values(kind, item)
         with self.cond:
             if self.backpressure:
                 # Replay as fast as possible: the producer waits, nothing is lost.
-                while len(self.queue) >= self.maxlen and not self.closing:
-                    self.cond.wait(0.1)
-            elif len(self.queue) >= self.maxlen:
-                # Drop the oldest block (never a message) and remember the gap.
-                for i, (k, _) in enumerate(self.queue):
-                    if k == "block":
-                        del self.queue[i]
-                        self.overruns += 1
-                        self._dropped_pending += 1
-                        break
+                if self._full(values) and not self.closing:
+                    self.waits += 1
+                    while self._full(values) and not self.closing:
+                        self.cond.wait(0.1)
+            else:
+                # Drop the oldest blocks (never a message) and remember the gap.
+                while self._full(values) and self._drop_oldest_block():
+                    pass
             self.queue.append((kind, item))
+            self.values += values
+            self.peak_values = max(self.peak_values, self.values)
             self.cond.notify()
+
+    def _drop_oldest_block(self) -> bool:
+        for i, (k, old) in enumerate(self.queue):
+            if k == "block":
+                del self.queue[i]
+                self.values -= _values(k, old)
+                self.overruns += 1
+                self._dropped_pending += 1
+                return True
+        return False
 
     def close(self) -> None:
         with self.cond:
@@ -93,6 +131,7 @@ class _Dispatch(threading.Thread):
                     self.cond.wait(timeout)
                 if self.queue:
                     kind, item = self.queue.popleft()
+                    self.values -= _values(kind, item)
                     self.busy = True
                     self.cond.notify_all()
                     dropped, self._dropped_pending = self._dropped_pending, 0
@@ -149,19 +188,30 @@ class Notifier:
         return True
 
     def __init__(self, listeners: list[Listener] | None = None, queue_blocks: int = 4096,
-                 backpressure: bool = False) -> None:
+                 backpressure: bool = False, queue_values: int | None = None) -> None:
         """``backpressure=True`` makes publishers wait for slow listeners instead of
-        dropping blocks: for replay and file sources, never for a live device."""
+        dropping blocks: for replay and file sources, never for a live device.
+
+        Each listener's queue holds at most ``queue_blocks`` blocks and, if
+        ``queue_values`` is given, at most that many values (samples x cups;
+        a single larger block is still taken, alone). With backpressure
+        ``queue_values`` defaults to :data:`BACKPRESSURE_QUEUE_VALUES`, so a fast
+        source waits while a few MB at most are queued instead of running up
+        to ``queue_blocks`` blocks ahead; without it the default is no value
+        bound (a live link drops the oldest blocks only past ``queue_blocks``)."""
         self._lock = threading.Lock()
         self._backpressure = backpressure
         self._dispatch: list[_Dispatch] = []
         self._queue_blocks = queue_blocks
+        if queue_values is None and backpressure:
+            queue_values = BACKPRESSURE_QUEUE_VALUES
+        self._queue_values = queue_values
         self._stopped = False
         for lst in listeners or []:
             self.add_listener(lst)
 
     def add_listener(self, listener: Listener) -> None:
-        d = _Dispatch(listener, self._queue_blocks, self._backpressure)
+        d = _Dispatch(listener, self._queue_blocks, self._backpressure, self._queue_values)
         with self._lock:
             self._dispatch.append(d)
         d.start()
@@ -183,6 +233,20 @@ class Notifier:
         """Blocks dropped per listener because it fell behind."""
         with self._lock:
             return {type(d.listener).__name__: d.overruns for d in self._dispatch}
+
+    def queue_stats(self) -> dict[str, dict[str, int]]:
+        """Per listener: ``blocks`` and ``values`` (samples x cups) queued now,
+        ``peak_values`` queued at once so far, ``waits`` (publishes that
+        waited for room: backpressure only) and ``overruns`` (blocks dropped)."""
+        with self._lock:
+            targets = list(self._dispatch)
+        out = {}
+        for d in targets:
+            with d.cond:
+                out[type(d.listener).__name__] = dict(
+                    blocks=len(d.queue), values=d.values, peak_values=d.peak_values,
+                    waits=d.waits, overruns=d.overruns)
+        return out
 
     def publish_block(self, block: SampleBlock) -> None:
         with self._lock:
