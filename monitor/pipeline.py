@@ -72,6 +72,13 @@ class MonitorPipeline(Listener):
     reader catching up), a batch is not cut at batch_s of device span but
     waits for batch_s of host time since the last check, so fewer, larger
     checks catch up; delivery still waits at most batch_s.
+    batch_values: whatever the time rule says, a batch never holds more than
+    this many values (samples x cups; 4096 samples of 16 cups; a larger
+    single block is checked alone). The checker's temporaries grow with the
+    block it checks (~3.4 KB per 16-cup sample), so without this bound a
+    fast source keeping a backlog waiting (a replay) makes each check, and
+    the memory it needs, as big as that backlog. Per sample, checks of
+    2-8k samples of 16 cups cost least; 64k cost about twice as much.
     """
 
     idle_interval = 0.05
@@ -80,7 +87,7 @@ class MonitorPipeline(Listener):
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], _dt.datetime] | None = None,
                  wall_anchor: tuple[float, _dt.datetime] | None = None,
-                 batch_s: float = 0.02) -> None:
+                 batch_s: float = 0.02, batch_values: int = 1 << 16) -> None:
         self._config = config or MonitorConfig()
         self._clock = clock
         self._wall_clock = wall_clock or (lambda: _dt.datetime.now().astimezone())
@@ -102,7 +109,9 @@ class MonitorPipeline(Listener):
         self._last_proc_at = -math.inf        # host time of the last check
         self._last_cost = 0.0                 # host time the last check took, s
         self._batch_s = batch_s
+        self._batch_values = max(1, int(batch_values))
         self._pending_blocks: list[SampleBlock] = []
+        self._pending_values = 0              # samples x cups in _pending_blocks
         if cups:
             self._ensure(cups)
 
@@ -170,17 +179,21 @@ class MonitorPipeline(Listener):
         with self._lock:
             now = self._clock()
             pend = self._pending_blocks
-            if pend and (block.gap_before or block.cups != pend[0].cups):
+            values = block.n * block.cups
+            if pend and (block.gap_before or block.cups != pend[0].cups
+                         or self._pending_values + values > self._batch_values):
                 self._process_pending()
                 # _process_pending starts a new list: append to that one, or the
                 # block would go out with the old list and never be checked.
                 pend = self._pending_blocks
             pend.append(block)
+            self._pending_values += values
             self._last_rx = now
             span = float(block.t[-1] - pend[0].t[0])
             since = now - self._last_proc_at
             busy = since < self._last_cost  # checking more than half the time: coalesce
-            if since >= self._batch_s or (span >= self._batch_s and not busy):
+            if (since >= self._batch_s or (span >= self._batch_s and not busy)
+                    or self._pending_values >= self._batch_values):
                 self._process_pending()
         self._flush()
 
@@ -188,6 +201,7 @@ class MonitorPipeline(Listener):
         """Check the blocks received so far as one (identical detections: the checker
         is block-split invariant; only the CPU cost per sample falls)."""
         blocks, self._pending_blocks = self._pending_blocks, []
+        self._pending_values = 0
         if not blocks:
             return
         if len(blocks) == 1:

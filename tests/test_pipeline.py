@@ -288,3 +288,51 @@ def test_invalid_reading_is_not_shown_as_a_value():
     pipe.on_block(block(t, s, st, host_time=clock.now))
     a, b = pipe.snapshot().cups
     assert math.isnan(a.suction_kpa) and math.isnan(b.suction_kpa)
+
+
+def _slow_checks(pipe, clock, seconds: float) -> list[int]:
+    """Make every check of ``pipe`` take ``seconds`` of (fake) host time; returns
+    the list the sizes (samples) of the checks are appended to."""
+    sizes = []
+    real = pipe._checker.process
+
+    def process(block, **kw):
+        sizes.append(block.n)
+        clock.now += seconds
+        return real(block, **kw)
+
+    pipe._checker.process = process
+    return sizes
+
+
+@pytest.mark.parametrize("batch_s", [0.02, 3600.0])
+def test_busy_pipeline_holds_a_bounded_number_of_samples(batch_s):
+    """Checks slower than the data (a replay as fast as possible) make the pipeline
+    coalesce; what it holds is bounded by values (samples x cups), not by how far
+    the source is ahead, and the detections are those of one check per block."""
+    cups, per_block = 16, 66                 # a 4 KiB read of 16-cup frames at 1 kHz
+    bound = 16384                            # values: 15 such blocks
+    t, s, st = steady(20.0, rate=1000.0, cups=cups)
+    s[(t >= 5.0) & (t < 12.0), 3] += 5.0     # over-suction on cup 4
+    s[(t >= 8.0) & (t < 9.0), 7] = np.nan    # sensor fault on cup 8
+    results = []
+    for batch in (0.0, batch_s):
+        pipe, clock, seen = make(cups=cups, batch_s=batch, batch_values=bound)
+        sizes = _slow_checks(pipe, clock, 1.0)
+        held = 0
+        for i in range(0, len(t), per_block):
+            clock.now += 1e-6                # blocks are waiting: they come at once
+            pipe.on_block(block(t[i:i + per_block], s[i:i + per_block], st[i:i + per_block],
+                                host_time=clock.now))
+            held = max(held, sum(b.n * b.cups for b in pipe._pending_blocks))
+        pipe.stop()
+        assert held <= bound
+        assert sum(sizes) == len(t)
+        results.append([(e.t, e.cup, e.event, e.condition, e.suction_kpa) for e in seen])
+    assert max(sizes) * cups <= bound
+    blocks = -(-len(t) // per_block)
+    assert len(sizes) <= blocks // 15 + 2     # still coalesced: 15 blocks a check
+    assert results[0] == results[1]
+    assert {(e[1], e[2], e[3]) for e in results[0]} >= {
+        (4, "raised", C.OVER_SUCTION), (4, "cleared", C.OVER_SUCTION),
+        (8, "raised", C.SENSOR_FAULT), (8, "cleared", C.SENSOR_FAULT)}
