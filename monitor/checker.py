@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from .runs import (
     last_index,
     latch,
     prev_rows,
+    uniform,
 )
 
 #: Order of conditions among detections that share a time and cup.
@@ -89,6 +91,9 @@ class _Params:
         self.ck_rise = ck(self.blockage_rise_kpa)
         self.ck_under = ck(self.under)
         self.ck_detached = ck(self.detached_kpa)
+        #: The same settings in their fastest broadcast form (a scalar when every
+        #: cup shares the value, else a (1, cups) row), for the block arithmetic.
+        self.b = SimpleNamespace(**{k: uniform(v) for k, v in vars(self).items()})
 
 
 def _suction(x: float) -> float | None:
@@ -268,23 +273,26 @@ class Checker:
         if seen:
             self.last_seen = max(seen)
 
-        # Binary mode from the first sample that carries any status bit, for good.
-        if mode == "auto":
-            binary = np.logical_or.accumulate((st != 0).any(axis=1)) | self._binary
-            self._binary = bool(binary[-1])
+        # Binary mode from the first sample that carries any status bit, for good:
+        # a scalar when it holds for the whole block (the usual case), else (n, 1).
+        binary: np.ndarray | np.bool_
+        if mode == "auto" and not self._binary:
+            rows = np.logical_or.accumulate(st.any(axis=1))
+            self._binary = bool(rows[-1])
+            binary = np.bool_(rows[0]) if rows[0] == rows[-1] else rows[:, None]
         else:
-            binary = np.full(t.shape, mode == "on")
-        binary = binary[:, None]
+            binary = np.bool_(mode != "off")
 
         def bit(b: Status) -> np.ndarray:
             return (st & b) != 0
 
         pump, valve, fault_bit = bit(Status.PUMP_ON), bit(Status.VALVE_OPEN), bit(Status.SENSOR_FAULT)
         regulating, interlock = bit(Status.REGULATING) & binary, bit(Status.INTERLOCK)
-        enabled = p.enabled[None, :]
+        b = p.b  # settings as scalars when every cup shares them (fast broadcasts)
+        enabled = b.enabled
         finite = np.isfinite(s)
         with np.errstate(invalid="ignore"):
-            in_range = (s > p.sensor_min_kpa) & (s < p.sensor_max_kpa)
+            in_range = (s > b.sensor_min_kpa) & (s < b.sensor_max_kpa)
             valid = finite & in_range & ~fault_bit
 
             def above(level: np.ndarray) -> np.ndarray:
@@ -295,21 +303,28 @@ class Checker:
 
             # Applied (cup on the skin): regulating, or holding suction; hysteresis
             # between applied_kpa and released_kpa so noise at ~0 cannot toggle it.
-            applied = latch(enabled & (regulating | above(p.applied_kpa)),
-                            ~enabled | (~regulating & below(p.released_kpa)), self._applied)
+            applied_steady = bool(self._applied.all())  # on since an earlier block?
+            applied = latch(enabled & (regulating | above(b.applied_kpa)),
+                            ~enabled | (~regulating & below(b.released_kpa)), self._applied)
+            applied_steady = applied_steady and bool(applied.all())
             applied_start, _ = self._applied_clock.step(applied, t)
             # Active: the band is being held (regulating, not venting, not tripped);
             # text devices: applied.
-            active = enabled & np.where(binary, regulating & ~valve & ~interlock, applied)
+            active = enabled & _pick(binary, regulating & ~valve & ~interlock, applied)
             active_start, _ = self._active_clock.step(active, t)
-            reached = latch(active & above(p.band_low_kpa), ~active, self._reached)
+            reached = latch(active & above(b.band_low_kpa), ~active, self._reached)
             # Pumped down: the band was reached once, or the grace period is over.
-            pumped = active & (reached | (t[:, None] - active_start >= p.pumpdown_grace_s))
+            if reached.all():
+                pumped = active
+            else:
+                pumped = active & (reached | (t[:, None] - active_start >= b.pumpdown_grace_s))
             pumped_bin = pumped & binary
 
             # Smoothed integer suction (k samples of 0.01 kPa) for leak/blockage evidence;
             # thresholds in the same units are p.ck_* (_Params).
-            q = np.where(finite, np.rint(s / SUCTION_SCALE_KPA), 0).astype(np.int64)
+            all_finite = bool(finite.all())
+            q = np.rint(s / SUCTION_SCALE_KPA)
+            q = (q if all_finite else np.where(finite, q, 0)).astype(np.int64)
             sm = self._smooth.step(q, valid)
 
             eligible = active & binary & valid
@@ -325,25 +340,24 @@ class Checker:
             window = p.leak_window
             ago = self._lagged.step(t, sm, window)
             drop = seg_max - sm
-            decay_floor = p.ck_decay * span  # smoothed units lost in `span` s
-            fell = (drop >= p.ck_drop) & (drop >= decay_floor)
-            fell_lately = (span >= window) & (ago > SENTINEL) & (ago - sm >= p.ck_drop)
+            decay_floor = b.ck_decay * span  # smoothed units lost in `span` s
+            fell = (drop >= b.ck_drop) & (drop >= decay_floor)
+            fell_lately = (span >= b.leak_window) & (ago > SENTINEL) & (ago - sm >= b.ck_drop)
             leak_decay = off & pumped & sm_ok & (fell | fell_lately)
-            leak_effort = (on & pumped & rise_ok & (span >= p.leak_pump_s)
-                           & (rise >= p.ck_rise) & (sm >= p.ck_under))
+            leak_effort = (on & pumped & rise_ok & (span >= b.leak_pump_s)
+                           & (rise >= b.ck_rise) & (sm >= b.ck_under))
             # Leak ends after a hold of leak_clear_s whose last window shows no fast decay.
-            leak_clear = ~pumped_bin | (off & sm_ok & (span >= p.leak_clear_s) & (ago > SENTINEL)
-                                        & (ago - sm < p.ck_drop))
-            blocked = (on & rise_ok & (span >= p.blockage_s) & (rise < p.ck_rise)
-                       & (sm >= p.ck_detached))
-            unblocked = ~(active & binary) | off | (on & rise_ok & (rise >= p.ck_rise))
+            leak_clear = ~pumped_bin | (off & sm_ok & (span >= b.leak_clear_s) & (ago > SENTINEL)
+                                        & (ago - sm < b.ck_drop))
+            blocked = (on & rise_ok & (span >= b.blockage_s) & (rise < b.ck_rise)
+                       & (sm >= b.ck_detached))
+            unblocked = ~(active & binary) | off | (on & rise_ok & (rise >= b.ck_rise))
 
             # Stuck sensor: bit-identical readings while the regulator works the cup.
-            changed = (s32 != prev_rows(s32, self._prev_s)) | ~finite
-            last_change = _last_time(changed, t, self._last_change)
-            stuck_since = np.fmax(last_change, active_start)
-            stuck = (active & binary & finite & p.stuck_on
-                     & (t[:, None] - stuck_since >= p.stuck_s))
+            changed = s32 != prev_rows(s32, self._prev_s)
+            if not all_finite:
+                changed |= ~finite
+            stuck, last_change = self._stuck(changed, t, active & binary & finite, active_start)
             device_fault = enabled & (fault_bit | self._dev_fault[None, :])
             sensor_bad = enabled & (~finite | ~in_range | stuck) | device_fault
             tripped = enabled & (interlock | self._dev_interlock[None, :])
@@ -352,13 +366,13 @@ class Checker:
             # evaluated for a rule that is latched, alarmed or set in this block (a
             # quiet rule leaves its OnDelay untouched and changes nothing).
             rules = (
-                (C.OVER_SUCTION, enabled & valid & (s > p.over),
-                 lambda: ~enabled | below(p.over_clear), p.over_delay_s,
-                 lambda: enabled & above(p.hard_limit_kpa)),
-                (C.UNDER_SUCTION, pumped & below(p.under),
-                 lambda: ~pumped | (valid & (s > p.under_clear)), p.under_delay_s, None),
-                (C.DETACHED, pumped_bin & below(p.detached_kpa),
-                 lambda: ~pumped_bin | above(p.detached_clear), p.detached_delay_s, None),
+                (C.OVER_SUCTION, enabled & valid & (s > b.over),
+                 lambda: ~enabled | below(b.over_clear), p.over_delay_s,
+                 lambda: enabled & above(b.hard_limit_kpa)),
+                (C.UNDER_SUCTION, pumped & below(b.under),
+                 lambda: ~pumped | (valid & (s > b.under_clear)), p.under_delay_s, None),
+                (C.DETACHED, pumped_bin & below(b.detached_kpa),
+                 lambda: ~pumped_bin | above(b.detached_clear), p.detached_delay_s, None),
                 (C.LEAK, leak_decay | leak_effort, lambda: leak_clear, p.leak_delay_s, None),
                 (C.BLOCKAGE, blocked, lambda: unblocked, p.blockage_delay_s, None),
                 # The device's own flag (bit or EVENT, sent with the same sample) is
@@ -387,10 +401,16 @@ class Checker:
                     lvl_all.append(np.ones(r.shape, np.int64))
 
         # Dwell: how long the cup has been on; step 1 advisory, step 2 limit.
-        on_for = t[:, None] - applied_start
-        level = np.where(applied, (on_for >= p.dwell_advisory_s).astype(np.int64)
-                         + (on_for >= p.dwell_limit_s), 0)
-        r, c = changes(level, self._dwell_level)
+        steady = applied_steady and (t.size < 2 or bool(t[-1] >= t[0])
+                                     and not (np.diff(t) < 0).any())
+        level = self._dwell_steady(t, applied_start) if steady else None
+        if level is None:
+            on_for = t[:, None] - applied_start
+            level = np.where(applied, (on_for >= b.dwell_advisory_s).astype(np.int64)
+                             + (on_for >= b.dwell_limit_s), 0)
+            r, c = changes(level, self._dwell_level)
+        else:
+            r = c = np.empty(0, np.int64)
         if r.size:
             prev_level = prev_rows(level, self._dwell_level)[r, c]
             rows_all.append(r)
@@ -417,7 +437,7 @@ class Checker:
         self._reached = reached[-1].copy()
         self._dwell_level = level[-1].copy()
         self._prev_s = s32[-1].copy()
-        self._last_change = last_change[-1].copy()
+        self._last_change = last_change
         self.last_t = float(t[-1])
         # An invalid reading (no reading, out of range, flagged) is never shown as a value.
         self.last_suction = np.where(valid[-1], s[-1], np.nan)
@@ -431,6 +451,49 @@ class Checker:
                            "checked": pumped, "active": active}
         return dets
 
+    def _stuck(self, changed: np.ndarray, t: np.ndarray, watched: np.ndarray,
+               active_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stuck-sensor rows (n, cups) and each cup's last change time at the block's
+        end (cups,) s, from ``changed`` (n, cups): reading differs from the one before.
+
+        A row is stuck when the readings have not changed for ``stuck_s`` while the
+        cup is ``watched`` (regulated). The exact per-row test needs a running
+        "last change" per cup; it is skipped when a bound proves no row can be
+        stuck: an unchanged run within a cup is at most its unchanged rows times
+        the largest row spacing, plus the run carried in."""
+        p, lc0 = self.p, self._last_change
+        last = np.where(changed[-1], t[-1], lc0)
+        for c in np.flatnonzero(~changed[-1]):
+            rows = np.flatnonzero(changed[:, c])
+            if rows.size:
+                last[c] = t[rows[-1]]
+        if not (p.stuck_on.any() and watched.any()):
+            return np.zeros(changed.shape, bool), last
+        if not np.isnan(lc0).any():
+            unchanged = (np.ones(t.size) @ ~changed)  # per cup
+            step = max(float(np.diff(t).max()), 0.0) if t.size > 1 else 0.0  # row spacing, s
+            longest = np.maximum(t[0] - lc0, 0.0) + unchanged * step
+            # 1 ms margin for the rounding of device-time differences.
+            if (longest + 1e-3 < p.stuck_s).all():
+                return np.zeros(changed.shape, bool), last
+        last_change = _last_time(changed, t, lc0)
+        stuck_since = np.fmax(last_change, active_start)
+        with np.errstate(invalid="ignore"):
+            stuck = watched & p.b.stuck_on & (t[:, None] - stuck_since >= p.b.stuck_s)
+        return stuck, last
+
+    def _dwell_steady(self, t: np.ndarray, applied_start: np.ndarray) -> np.ndarray | None:
+        """Dwell levels (n, cups) for a block in which every cup stayed applied
+        since an earlier block, when no level changes inside it (levels only
+        rise with time on the skin, so equal ends mean no change); else None."""
+        p = self.p
+        start = applied_start[-1]
+        ends = np.array([t[0], t[-1]])[:, None] - start
+        lv = (ends >= p.dwell_advisory_s).astype(np.int64) + (ends >= p.dwell_limit_s)
+        if (lv[0] == self._dwell_level).all() and (lv[1] == lv[0]).all():
+            return np.broadcast_to(lv[1], (t.size, self.cups))
+        return None
+
     def alarm_state(self, condition: str) -> np.ndarray:
         """Per-cup bool (cups,): the condition's alarm is on after the last block."""
         if condition == C.DWELL_EXCEEDED:
@@ -441,6 +504,13 @@ class Checker:
     def dwell_level(self) -> np.ndarray:
         """Per-cup dwell step (cups,): 0 none, 1 advisory, 2 limit."""
         return self._dwell_level.copy()
+
+
+def _pick(cond: np.ndarray | np.bool_, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.where(cond, a, b)``, without the pass when ``cond`` is a scalar."""
+    if np.ndim(cond) == 0:
+        return a if cond else b
+    return np.where(cond, a, b)
 
 
 def _last_time(mask: np.ndarray, t: np.ndarray, first: np.ndarray) -> np.ndarray:

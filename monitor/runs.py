@@ -47,6 +47,10 @@ def latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
     One running maximum of ``2 * row + value`` over the set/clear rows: the
     latest such row wins (rows differ, so the value bit never decides), and its
     low bit is the value there; -1 where there is none yet."""
+    if prev.all() and not clear.any():  # held throughout (e.g. a cup on the skin)
+        return np.ones(set_.shape, bool)
+    if not prev.any() and not set_.any():  # off throughout
+        return np.zeros(set_.shape, bool)
     events = set_ | clear
     if events.all():  # every row decides (e.g. a cup regulating throughout)
         return set_ & ~clear
@@ -74,7 +78,11 @@ class RunClock:
         self.start = np.full(cups, np.nan)
 
     def step(self, state: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(start time (n, cups) s, NaN where False; start row, -1 if carried)."""
+        """(start time (n, cups) s, NaN where False; start row, -1 if carried).
+        Read-only arrays when every run is carried through the block."""
+        if self.state.all() and state.all():  # every run began in an earlier block
+            return (np.broadcast_to(self.start, state.shape),
+                    np.broadcast_to(np.int64(-1), state.shape))
         start, li = run_start(state, t, self.state, self.start)
         self.state = state[-1].copy()
         self.start = start[-1].copy()
@@ -145,6 +153,14 @@ class MovingSum:
     def step(self, q: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``q`` (n, cups) int64; returns sums (n, cups) int64, SENTINEL where any was invalid."""
         k = self.k
+        if k > 1 and self.v.all() and valid.all():
+            # Every window is full of valid samples: the sums alone.
+            eq = np.concatenate([self.q, q])
+            cq = np.cumsum(eq, axis=0)
+            sums = cq[k - 1:].copy()
+            sums[1:] -= cq[:-k]
+            self.q = eq[-(k - 1):]
+            return sums
         eq = np.concatenate([self.q, np.where(valid, q, 0)])
         ev = np.concatenate([self.v, valid.astype(np.int64)])
         cq = np.cumsum(eq, axis=0)
@@ -253,3 +269,27 @@ class Lagged:
 def changes(x: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) where ``x`` differs from the row before (row 0 vs ``prev``)."""
     return np.nonzero(x != prev_rows(x, prev))
+
+
+def column_fold(x: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """``op.reduce(x, axis=0)`` for an associative, commutative, exact ``op``
+    (minimum, maximum, logical_or ...) of (n, cups) ``x``, by halving the rows:
+    each step is one contiguous elementwise pass, where numpy's axis-0 reduction
+    steps a few columns at a time (several times slower for small ``cups``)."""
+    while x.shape[0] > 1:
+        h = x.shape[0] // 2
+        y = op(x[:h], x[h:2 * h])
+        if x.shape[0] % 2:
+            op(y[0], x[-1], out=y[0])
+        x = y
+    return x[0].copy()
+
+
+def uniform(x: np.ndarray) -> np.ndarray | np.generic:
+    """A per-cup setting (cups,) as a numpy scalar when every cup has the same
+    value, else as a (1, cups) row: what broadcasts against (n, cups) blocks
+    fastest (a row makes numpy loop a few columns at a time)."""
+    x = np.asarray(x)
+    if x.size and (x == x.flat[0]).all():
+        return x.flat[0]
+    return x[None, :]

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .runs import latch
+from .runs import column_fold, latch, prev_rows, uniform
 
 #: An excursion ends when suction is back inside the band by this much, kPa.
 EXCURSION_HYSTERESIS_KPA = 0.1
@@ -28,6 +28,11 @@ EXCURSION_HYSTERESIS_KPA = 0.1
 
 def _num(x: float, nd: int = 3) -> float | None:
     return round(float(x), nd) if math.isfinite(x) else None
+
+
+def _count(ones: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-column count of True in (n, cups) ``mask``, int64 (cups,) (exact below 2**53)."""
+    return (ones @ mask).astype(np.int64)
 
 
 class Stats:
@@ -63,35 +68,37 @@ class Stats:
         if self._ref is None:
             self._ref = (low + high) / 2.0
         prev = self.last_t if self.last_t is not None else t[0]
-        dt = np.diff(t, prepend=prev)
-        dt = np.clip(dt, 0.0, self.max_dt)[:, None]
+        dt = np.clip(np.diff(t, prepend=prev), 0.0, self.max_dt)
         if self.first_t is None:
             self.first_t = float(t[0])
         self.last_t = float(t[-1])
-        s = np.where(valid, suction, np.nan)
+        lo, hi = uniform(low), uniform(high)
         ok = checked & valid
         with np.errstate(invalid="ignore"):
-            in_band = ok & (s >= low) & (s <= high)
-            outside = ok & ((s < low) | (s > high))
-            back = ~checked | (valid & (s >= low + EXCURSION_HYSTERESIS_KPA)
-                               & (s <= high - EXCURSION_HYSTERESIS_KPA))
+            in_band = ok & (suction >= lo) & (suction <= hi)
+            outside = ok & ~in_band  # ok samples are finite: outside == not in band
+            back = ~checked | (valid & (suction >= lo + EXCURSION_HYSTERESIS_KPA)
+                               & (suction <= hi - EXCURSION_HYSTERESIS_KPA))
         out = latch(outside, back & ~outside, self._out)
-        starts = out & ~np.vstack([self._out[None, :], out[:-1]])
+        starts = out & ~prev_rows(out, self._out)
         self._out = out[-1].copy()
-        self.excursions += starts.sum(axis=0)
-        self.excursion_s += (dt * out).sum(axis=0)
-        self.applied_s += (dt * applied).sum(axis=0)
-        self.checked_s += (dt * checked).sum(axis=0)
-        self.in_target_s += (dt * in_band).sum(axis=0)
-        d = np.where(ok, s - self._ref, 0.0)
+        # Column sums as products with a row vector: one BLAS pass each, where
+        # numpy's axis-0 reductions of an (n, cups) array step cups at a time.
+        ones = np.ones(t.size)
+        self.excursions += _count(ones, starts)
+        self.excursion_s += dt @ out
+        self.applied_s += dt @ applied
+        self.checked_s += dt @ checked
+        self.in_target_s += dt @ in_band
+        d = np.where(ok, suction - self._ref, 0.0)
         db = np.where(in_band, d, 0.0)
-        self.samples += ok.sum(axis=0)
-        self.in_band_samples += in_band.sum(axis=0)
-        self._sum += d.sum(axis=0)
-        self._sum_band += db.sum(axis=0)
-        self._sq_band += (db * db).sum(axis=0)
-        self.min = np.fmin(self.min, np.where(ok, s, np.inf).min(axis=0))
-        self.max = np.fmax(self.max, np.where(ok, s, -np.inf).max(axis=0))
+        self.samples += _count(ones, ok)
+        self.in_band_samples += _count(ones, in_band)
+        self._sum += ones @ d
+        self._sum_band += ones @ db
+        self._sq_band += ones @ (db * db)
+        self.min = np.fmin(self.min, column_fold(np.where(ok, suction, np.inf), np.minimum))
+        self.max = np.fmax(self.max, column_fold(np.where(ok, suction, -np.inf), np.maximum))
 
     # ---- results ----------------------------------------------------------------
     def time_in_target_pct(self) -> np.ndarray:
