@@ -8,11 +8,13 @@ at 10 and 15 min are raised and recorded as they would be). A child process
 :class:`~monitor.replay.CaptureReplaySource` (4 KiB reads through the real
 Decoder) -> :class:`~monitor.pipeline.MonitorPipeline` + :class:`~monitor.recorder.Recorder`
 into a fresh database, the way ``cupmon --replay FILE`` with recording does,
-and samples its RSS every 0.25 s against the device time the pipeline has
+and samples its RSS every 0.1 s against the device time the pipeline has
 checked. Reported: peak RSS (VmHWM), RSS at each quarter of the session (flat
 means memory does not grow with session length), database size per hour,
-replay speed as a multiple of real time, and the recorder's losses (a
-recorder that cannot keep up drops blocks and counts them).
+replay speed as a multiple of real time (and the CPU time it took), the
+recorder's losses (a recorder that cannot keep up drops blocks and counts
+them), and the most each listener had queued at once (the replay waits when
+a listener's backpressure bound is reached).
 
 Run alone: ``python -m benchmarks.replay_memory [--size quick]``.
 """
@@ -84,12 +86,18 @@ def _child(capture: str, db: str, duration_s: float) -> dict:
 
     th = threading.Thread(target=sampler, daemon=True)
     th.start()
+    cpu0 = time.process_time()
     src.start()
     src.wait_done()
     t_checked = time.perf_counter() - t0
+    # Most samples x cups each listener had waiting at once (read before
+    # stop: the notifier lets its listeners go then).
+    qs = getattr(src.notifier, "queue_stats", dict)()
+    peaks = {name: q["peak_values"] for name, q in qs.items()}
     rec.set_summary(pipe.stats_summary())
     src.stop(timeout=120.0)  # -> the recorder stores what is queued and completes the session
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     done.set()
     th.join()
 
@@ -108,7 +116,7 @@ def _child(capture: str, db: str, duration_s: float) -> dict:
     return {
         "cups": CUPS, "rate_hz": RATE_HZ, "session_s": duration_s,
         "replay_wall_s": wall, "replay_check_wall_s": t_checked,
-        "replay_realtime_factor": duration_s / wall,
+        "replay_realtime_factor": duration_s / wall, "replay_cpu_s": cpu,
         "replay_peak_rss_mb": peak_rss_mb(), "replay_rss_start_mb": rss_start,
         "replay_rss_quarters_mb": quarters,
         "replay_rss_growth_mb": quarters[-1] - quarters[0],
@@ -116,6 +124,7 @@ def _child(capture: str, db: str, duration_s: float) -> dict:
         "recorder_samples_written": st["samples_written"],
         "recorder_dropped_samples": st["dropped_samples"],
         "frames_decoded": stats.frames_ok, "events": pipe.event_count,
+        "queue_peak_values": peaks,
         "rss_trace": [(round(w, 2), round(d, 1), round(m, 1)) for w, d, m in samples[::8]],
     }
 
@@ -130,10 +139,13 @@ def format_table(r: dict) -> str:
         f"({r['capture_bytes'] / 1e6:.0f} MB capture), as fast as possible",
         f"peak RSS {r['replay_peak_rss_mb']:.0f} MB (at start {r['replay_rss_start_mb']:.0f} MB); "
         f"RSS by quarter (MB): {marks}",
-        f"replay {r['replay_realtime_factor']:.1f}x real time ({r['replay_wall_s']:.1f} s); "
+        f"replay {r['replay_realtime_factor']:.1f}x real time ({r['replay_wall_s']:.1f} s, "
+        f"{r.get('replay_cpu_s', float('nan')):.1f} s CPU); "
         f"database {r['db_bytes'] / 1e6:.1f} MB = {r['db_mb_per_hour']:.1f} MB/h; "
         f"recorder wrote {r['recorder_samples_written']:,} samples, dropped "
         f"{r['recorder_dropped_samples']:,}; {r['events']} alarm events",
+        "most queued at once (samples x cups): " + (", ".join(
+            f"{k} {v:,}" for k, v in r.get("queue_peak_values", {}).items()) or "not reported"),
     ])
 
 
