@@ -18,7 +18,7 @@ import numpy as np
 
 from .frames import (
     Command,
-    crc16_rows,
+    crc16_strided,
     decode_ack,
     decode_command,
     decode_event,
@@ -70,6 +70,14 @@ _SAMPLE_HEAD = int.from_bytes(SYNC + bytes((VERSION, MsgType.SAMPLE)), "little")
 _LEN_N_MASK = np.uint64(0xFF000000000000FF)
 _HALF_WRAP = TIME_WRAP_US // 2
 _HALF_SEQ = SEQ_WRAP // 2
+_ARANGE_U16 = np.arange(FEED_SLICE // 16, dtype=np.uint16)  # frame indices, u16
+
+
+def _arange_u16(k: int) -> np.ndarray:
+    """0 .. k-1 as uint16 (wrapping, like seq)."""
+    return _ARANGE_U16[:k] if k <= _ARANGE_U16.size else np.arange(k).astype(np.uint16)
+
+
 _HEADER_DTYPE = np.dtype([("sync", "<u2"), ("version", "u1"), ("type", "u1"),
                           ("length", "u1"), ("seq", "<u2"), ("time_us", "<u4")])
 
@@ -214,11 +222,11 @@ class Decoder:
 
     # --- binary -------------------------------------------------------------
     def _feed_binary(self, host: float, res: DecodeResult, scan: Scan | None) -> None:
+        if scan is None and self._fast_samples(host, res):
+            return
         buf = self._buf
         arr = np.frombuffer(buf, dtype=np.uint8)
         if scan is None:
-            if self._fast_samples(arr, host, res):
-                return
             scan = scan_frames(arr)
         st = self.stats
         st.crc_errors += scan.crc_errors
@@ -251,19 +259,23 @@ class Decoder:
             self._message(int(types[i]), int(hdr["seq"][i]), buf, int(starts[i]),
                           int(lengths[i]), abs_us[dev_idx[i]] if dev[i] else 0, host, res)
 
-    def _fast_samples(self, arr: np.ndarray, host: float, res: DecodeResult) -> bool:
+    def _fast_samples(self, host: float, res: DecodeResult) -> bool:
         """The common case in few numpy calls: the buffer is back-to-back good
         SAMPLE frames of one cup count that simply continue the previous ones
         (next seq, time increasing), then at most the start of the next frame.
         Returns False, having changed nothing, when anything is unusual; the
-        general path then gives the same result the slow way."""
+        general path then gives the same result the slow way.
+
+        Every field is read in place through strided views of the buffer (no
+        copy of the frames), all checks are combined into one boolean array and
+        the CRC is table-driven over 16-bit words of all frames at once."""
         buf = self._buf
-        if (self._seq is None or self._after_reset or len(buf) < 17
+        cups = self._cups
+        if (self._seq is None or self._after_reset or cups is None or len(buf) < 17
                 or buf[:4] != b"\xa5\x5a\x01\x01"):
             return False
         length = buf[4]
-        cups = (length - 1) // 3
-        if cups != self._cups or length != 1 + 3 * cups or buf[HEADER_SIZE] != cups:
+        if length != 1 + 3 * cups or buf[HEADER_SIZE] != cups:
             return False
         size = length + HEADER_SIZE + CRC_SIZE
         k = len(buf) // size
@@ -275,43 +287,42 @@ class Decoder:
         if tail and not (tail == b"\xa5" or (tail[:2] == SYNC and (
                 len(tail) < 5 or tail[4] + HEADER_SIZE + CRC_SIZE > len(tail)))):
             return False
-        # Bytes 4..11 of every frame as one u64 (length, seq, time, n): length and
-        # n must match; bytes 0..3 as one u32: sync, version, type.
-        head = np.ndarray((k,), "<u4", buf, 0, (size,))
-        mid = np.ndarray((k,), "<u8", buf, 4, (size,))
-        if not ((head == _SAMPLE_HEAD).all()
-                and ((mid & _LEN_N_MASK) == (cups << 56 | length)).all()):
+        # Clock step of every frame from the one before it, modulo 2**32 (uint32
+        # arithmetic wraps): it must be 1 .. MAX_FORWARD_US.
+        raw = np.ndarray((k,), "<u4", buf, 7, (size,))
+        step0 = (int(raw[0]) - self._raw) % TIME_WRAP_US
+        if not 0 < step0 <= MAX_FORWARD_US or (
+                self._sample_abs is not None and self._abs + step0 <= self._sample_abs):
             return False
-        rows = arr[:k * size].reshape(k, size)
-        rec = rows.view(sample_dtype(cups))[:, 0]
-        if not (crc16_rows(rows[:, 2:size - CRC_SIZE]) == rec["crc"]).all():
+        step = np.empty(k, dtype=np.uint32)
+        step[0] = step0
+        np.subtract(raw[1:], raw[:-1], out=step[1:])
+        # Bytes 0..3 of every frame as one u32 (sync, version, type); bytes 4..11
+        # as one u64 (length, seq, time, n) of which length and n must match; seq
+        # (u16, wrapping) minus the frame's index must be the next seq.
+        seq0 = (self._seq + 1) % SEQ_WRAP
+        ok = np.ndarray((k,), "<u4", buf, 0, (size,)) == _SAMPLE_HEAD
+        ok &= (np.ndarray((k,), "<u8", buf, 4, (size,)) & _LEN_N_MASK) == (cups << 56 | length)
+        ok &= np.ndarray((k,), "<u2", buf, 5, (size,)) - _arange_u16(k) == seq0
+        ok &= step - np.uint32(1) < MAX_FORWARD_US
+        ok &= crc16_strided(buf, 2, size, k, size - 4) == np.ndarray(
+            (k,), "<u2", buf, size - CRC_SIZE, (size,))
+        if not ok.all():
             return False
-        seq = rec["seq"].astype(np.int64)
-        raw = rec["time_us"].astype(np.int64)
-        prev = np.empty(k, dtype=np.int64)
-        prev[0] = self._seq
-        prev[1:] = seq[:-1]
-        if not ((seq - prev) % SEQ_WRAP == 1).all():
-            return False
-        prev[0] = self._raw
-        prev[1:] = raw[:-1]
-        step = (raw - prev) % TIME_WRAP_US
-        if not ((step > 0) & (step <= MAX_FORWARD_US)).all():
-            return False
-        abs_us = np.cumsum(step)
+        abs_us = np.cumsum(step, dtype=np.int64)
         abs_us += self._abs
-        if self._sample_abs is not None and abs_us[0] <= self._sample_abs:
-            return False
         st = self.stats
         st.frames_ok += k
         st.samples += k
         self._buf = tail
-        self._seq = int(seq[-1])
+        self._seq = (seq0 + k - 1) % SEQ_WRAP
         self._raw = int(raw[-1])
         self._abs = self._sample_abs = int(abs_us[-1])
         self._host = host
+        suction = np.ndarray((k, cups), "<i2", buf, HEADER_SIZE + 1, (size, 2))
+        status = np.ndarray((k, cups), "u1", buf, HEADER_SIZE + 1 + 2 * cups, (size, 1))
         res.blocks.append(SampleBlock(
-            t=abs_us / 1e6, suction=raw_to_kpa(rec["suction"]), status=rec["status"].copy(),
+            t=abs_us / 1e6, suction=raw_to_kpa(suction), status=status.copy(),
             host_time=host, lost_before=self._pending_lost, gap_before=self._pending_gap))
         self._pending_gap = False
         self._pending_lost = 0
