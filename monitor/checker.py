@@ -329,17 +329,19 @@ class Checker:
 
             eligible = active & binary & valid
             code = np.where(eligible, np.where(pump, 1, 2), 0)
-            seg_t0, seg_max, rise = self._segments.step(code, t, sm)
+            # peak: pump-off rows the phase's highest smoothed suction so far,
+            # pump-on rows minus its lowest (Segments); SENTINEL before a valid one.
+            seg_t0, peak, rise = self._segments.step(code, t, sm)
             span = t[:, None] - seg_t0
             on, off = code == 1, code == 2
-            sm_ok = (sm > SENTINEL) & (seg_max > SENTINEL)
+            sm_ok = (sm > SENTINEL) & (peak > SENTINEL)
             rise_ok = sm_ok & (rise > SENTINEL)
             # Leak evidence while the pump is off: the phase so far lost leak_drop_kpa at
             # >= leak_decay_kpa_s, or (a leak that began mid-hold) the last
             # window = drop/decay seconds of the phase lost leak_drop_kpa.
             window = p.leak_window
             ago = self._lagged.step(t, sm, window)
-            drop = seg_max - sm
+            drop = peak - sm
             decay_floor = b.ck_decay * span  # smoothed units lost in `span` s
             fell = (drop >= b.ck_drop) & (drop >= decay_floor)
             fell_lately = (span >= b.leak_window) & (ago > SENTINEL) & (ago - sm >= b.ck_drop)

@@ -15,7 +15,6 @@ import numpy as np
 
 #: Marks an invalid smoothed value in integer arrays (far below any reading).
 SENTINEL = -(1 << 30)
-_HIGH = 1 << 30     # stands in for an invalid value in running minima
 _BIG = 1 << 32      # > range of valid values and sentinels, for segment offsets
 
 
@@ -178,66 +177,71 @@ class MovingSum:
 
 class Segments:
     """Runs of equal integer ``code`` per cup (e.g. 0 off-duty, 1 pump on, 2 pump
-    off), with each sample's segment start time and, of an integer value since
-    that start, the running maximum and the largest rise from an earlier low
-    (the "draw-up"), carried across blocks. SENTINEL values are skipped."""
+    off), with each sample's segment start time and an extreme of an integer
+    value since that start, carried across blocks; SENTINEL values are skipped.
 
-    def __init__(self, cups: int) -> None:
+    Rows of the ``rising`` code (pump on: suction should rise) get the largest
+    rise from an earlier low (the "draw-up") and, as ``peak``, minus the running
+    minimum; rows of other codes (pump off: suction may only fall) get the
+    running maximum as ``peak``. Either ``peak`` is SENTINEL until the segment
+    has a valid value. One running maximum serves both kinds of segment (a
+    minimum is a maximum of negated values), since a segment has one code."""
+
+    def __init__(self, cups: int, rising: int = 1) -> None:
+        self.rising = rising
         self.code = np.full(cups, -1, np.int64)
         self.t0 = np.full(cups, np.nan)
-        self.vmax = np.full(cups, SENTINEL, np.int64)
-        self.vmin = np.full(cups, _HIGH, np.int64)
+        self.peak = np.full(cups, SENTINEL, np.int64)
         self.rise = np.full(cups, SENTINEL, np.int64)
 
     def step(self, code: np.ndarray, t: np.ndarray, value: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return (t0, vmax, rise), each (n, cups): segment start time (s), running
-        maximum of ``value`` since then, and the largest ``value[j] - min(value[:j])``
-        within the segment so far (SENTINEL where undefined)."""
-        starts = code != prev_rows(code, self.code)
-        if not starts.any():
-            return self._carried(value)
-        li = last_index(starts)
-        carried = li < 0
-        t0 = np.where(carried, self.t0[None, :], t[np.maximum(li, 0)])
-        sid = np.cumsum(starts, axis=0, dtype=np.int64)  # 0 = segment carried in
-        off = sid * _BIG
+        """Return (t0, peak, rise), each (n, cups): segment start time (s), the
+        peak described above, and for ``rising`` rows the largest
+        ``value[j] - min(value[:j])`` within the segment so far (else SENTINEL)."""
+        up_rows = code == self.rising
         ok = value > SENTINEL
-        vmax = _seg_max(value, off, carried, self.vmax)
-        vmin = -_seg_max(np.where(ok, -value, -_HIGH), off, carried, -self.vmin)
-        up = np.where(ok & (vmin < _HIGH), value - vmin, SENTINEL)
-        rise = _seg_max(up, off, carried, self.rise)
+        all_ok = bool(ok.all())
+        w = np.where(up_rows, -value, value)
+        if not all_ok:
+            w[up_rows & ~ok] = SENTINEL  # (-SENTINEL would win the maximum)
+        starts = code != prev_rows(code, self.code)
+        if starts.any():
+            li = last_index(starts)
+            t0 = np.where(li < 0, self.t0[None, :], t[np.maximum(li, 0)])
+            # Segment offsets: the rows after the k-th start sit k x 2**32 above
+            # the ones before, so one running maximum restarts at every start.
+            off = (li + 1) * _BIG
+        else:
+            t0, off = np.broadcast_to(self.t0, value.shape), None
+        peak = _seg_max(w, off, self.peak)
+        good = up_rows & (peak > SENTINEL)
+        up = np.where(good if all_ok else good & ok, value + peak, SENTINEL)
+        rise = _seg_max(up, off, self.rise)
         self.code = code[-1].copy()
         self.t0 = t0[-1].copy()
-        self.vmax, self.vmin, self.rise = vmax[-1].copy(), vmin[-1].copy(), rise[-1].copy()
-        return t0, vmax, rise
-
-    def _carried(self, value: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``step`` for a block with no segment start: every row continues the
-        carried segment (what ``step`` computes with segment id 0 throughout)."""
-        t0 = np.broadcast_to(self.t0, value.shape)
-        ok = value > SENTINEL
-        vmax = _run_max(value, self.vmax)
-        vmin = -_run_max(np.where(ok, -value, -_HIGH), -self.vmin)
-        up = np.where(ok & (vmin < _HIGH), value - vmin, SENTINEL)
-        rise = _run_max(up, self.rise)
-        self.vmax, self.vmin, self.rise = vmax[-1].copy(), vmin[-1].copy(), rise[-1].copy()
-        return t0, vmax, rise
+        self.peak, self.rise = peak[-1].copy(), rise[-1].copy()
+        return t0, peak, rise
 
 
-def _run_max(value: np.ndarray, carry: np.ndarray) -> np.ndarray:
-    """``_seg_max`` of a block wholly in the carried segment (id 0, offset 0)."""
-    return np.maximum(np.maximum.accumulate(value, axis=0), carry[None, :])
-
-
-def _seg_max(value: np.ndarray, off: np.ndarray, carried: np.ndarray,
-             carry: np.ndarray) -> np.ndarray:
-    """Running maximum of int64 ``value`` restarting at each segment; ``off`` is
-    segment id x 2**32 (id 0 continues from ``carry`` (cups,)). Exact: the
-    offsets are larger than any value's range, so one accumulate does them all."""
-    run = np.maximum.accumulate(value + off, axis=0) - off
-    return np.where(carried, np.maximum(run, carry[None, :]), run)
+def _seg_max(value: np.ndarray, off: np.ndarray | None, carry: np.ndarray) -> np.ndarray:
+    """Running maximum of int64 ``value`` (n, cups) restarting at each segment;
+    ``off`` (n, cups) is 0 in the segment carried in from the last block (which
+    continues from ``carry`` (cups,)) and >= 2**32 per later segment (None: all
+    rows carried). Exact: the offsets exceed any value's range, and the carry
+    is a row before the block, below every later segment."""
+    n = value.shape[0]
+    buf = np.empty((n + 1, value.shape[1]), np.int64)
+    buf[0] = carry
+    if off is None:
+        buf[1:] = value
+    else:
+        np.add(value, off, out=buf[1:])
+    np.maximum.accumulate(buf, axis=0, out=buf)
+    run = buf[1:]
+    if off is not None:
+        run -= off
+    return run
 
 
 class Lagged:

@@ -31,10 +31,11 @@ def _ref_last_index(mask):
 
 
 def _ref_segments(code, t, value):
-    """Whole-stream reference: segment start time, running max and largest rise."""
+    """Whole-stream reference: segment start time, peak (code 1: minus the running
+    minimum; other codes: the running maximum) and, for code 1, the largest rise."""
     n, cups = code.shape
     t0 = np.full((n, cups), np.nan)
-    vmax = np.full((n, cups), SENTINEL, np.int64)
+    peak = np.full((n, cups), SENTINEL, np.int64)
     rise = np.full((n, cups), SENTINEL, np.int64)
     for c in range(cups):
         cur_t0, mx, mn, best, prev = np.nan, SENTINEL, None, SENTINEL, None
@@ -46,8 +47,13 @@ def _ref_segments(code, t, value):
                 mx = max(mx, v)
                 mn = v if mn is None else min(mn, v)
                 best = max(best, v - mn)
-            t0[i, c], vmax[i, c], rise[i, c] = cur_t0, mx, best
-    return t0, vmax, rise
+            t0[i, c] = cur_t0
+            if code[i, c] == 1:
+                peak[i, c] = SENTINEL if mn is None else -mn
+                rise[i, c] = best
+            else:
+                peak[i, c] = mx
+    return t0, peak, rise
 
 
 def _mask(draw, n, cups):
