@@ -8,6 +8,7 @@ rules with examples.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -67,15 +68,18 @@ TEXT_DETECT_LINES = 2
 
 _NOT_ASCII = re.compile(rb"[\x80-\xff]")
 _SAMPLE_HEAD = int.from_bytes(SYNC + bytes((VERSION, MsgType.SAMPLE)), "little")
-_LEN_N_MASK = np.uint64(0xFF000000000000FF)
+_HEAD_MASK = np.uint64((1 << 56) - 1)  # bytes 0..6 of a frame: sync .. seq
 _HALF_WRAP = TIME_WRAP_US // 2
 _HALF_SEQ = SEQ_WRAP // 2
-_ARANGE_U16 = np.arange(FEED_SLICE // 16, dtype=np.uint16)  # frame indices, u16
 
 
-def _arange_u16(k: int) -> np.ndarray:
-    """0 .. k-1 as uint16 (wrapping, like seq)."""
-    return _ARANGE_U16[:k] if k <= _ARANGE_U16.size else np.arange(k).astype(np.uint16)
+@functools.lru_cache(maxsize=MAX_CUPS)
+def _sample_heads(length: int) -> np.ndarray:
+    """Bytes 0..6 (sync, version, type, length, seq) of the i-th of back-to-back
+    SAMPLE frames of payload ``length`` whose first has seq 0, as little-endian
+    u64 (bytes 7.. zero), for i up to more frames than a feed slice can hold."""
+    i = np.arange(FEED_SLICE // 16, dtype=np.uint64)
+    return (i % SEQ_WRAP) << np.uint64(40) | np.uint64(_SAMPLE_HEAD | length << 32)
 
 
 _HEADER_DTYPE = np.dtype([("sync", "<u2"), ("version", "u1"), ("type", "u1"),
@@ -267,8 +271,9 @@ class Decoder:
         general path then gives the same result the slow way.
 
         Every field is read in place through strided views of the buffer (no
-        copy of the frames), all checks are combined into one boolean array and
-        the CRC is table-driven over 16-bit words of all frames at once."""
+        copy of the frames), each check is one vectorised comparison of all the
+        frames (cheapest first) and the CRC is table-driven over 16-bit words of
+        all frames at once."""
         buf = self._buf
         cups = self._cups
         if (self._seq is None or self._after_reset or cups is None or len(buf) < 17
@@ -287,6 +292,19 @@ class Decoder:
         if tail and not (tail == b"\xa5" or (tail[:2] == SYNC and (
                 len(tail) < 5 or tail[4] + HEADER_SIZE + CRC_SIZE > len(tail)))):
             return False
+        # Bytes 0..6 of every frame as one u64 (the byte after them masked off):
+        # sync, version, type and length are the first frame's, and subtracting
+        # the next seq from the seq field (bits 40..55; the mask makes the
+        # subtraction wrap like seq) leaves the frame's index.
+        seq0 = (self._seq + 1) % SEQ_WRAP
+        heads = _sample_heads(length)
+        if k > heads.size:
+            return False
+        head = np.ndarray((k,), "<u8", buf, 0, (size,)) - np.uint64(seq0 << 40)
+        head &= _HEAD_MASK
+        if np.count_nonzero(head == heads[:k]) != k or np.count_nonzero(
+                np.ndarray((k,), "u1", buf, HEADER_SIZE, (size,)) == cups) != k:
+            return False
         # Clock step of every frame from the one before it, modulo 2**32 (uint32
         # arithmetic wraps): it must be 1 .. MAX_FORWARD_US.
         raw = np.ndarray((k,), "<u4", buf, 7, (size,))
@@ -297,17 +315,10 @@ class Decoder:
         step = np.empty(k, dtype=np.uint32)
         step[0] = step0
         np.subtract(raw[1:], raw[:-1], out=step[1:])
-        # Bytes 0..3 of every frame as one u32 (sync, version, type); bytes 4..11
-        # as one u64 (length, seq, time, n) of which length and n must match; seq
-        # (u16, wrapping) minus the frame's index must be the next seq.
-        seq0 = (self._seq + 1) % SEQ_WRAP
-        ok = np.ndarray((k,), "<u4", buf, 0, (size,)) == _SAMPLE_HEAD
-        ok &= (np.ndarray((k,), "<u8", buf, 4, (size,)) & _LEN_N_MASK) == (cups << 56 | length)
-        ok &= np.ndarray((k,), "<u2", buf, 5, (size,)) - _arange_u16(k) == seq0
-        ok &= step - np.uint32(1) < MAX_FORWARD_US
-        ok &= crc16_strided(buf, 2, size, k, size - 4) == np.ndarray(
-            (k,), "<u2", buf, size - CRC_SIZE, (size,))
-        if not ok.all():
+        if np.count_nonzero(step - np.uint32(1) < MAX_FORWARD_US) != k:
+            return False
+        crc = crc16_strided(buf, 2, size, k, size - 4)
+        if np.count_nonzero(crc == np.ndarray((k,), "<u2", buf, size - CRC_SIZE, (size,))) != k:
             return False
         abs_us = np.cumsum(step, dtype=np.int64)
         abs_us += self._abs

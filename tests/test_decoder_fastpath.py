@@ -143,6 +143,8 @@ ODDITIES = {
     # Well-formed frames (good CRC) that are not "the next sample".
     "seq skips": lambda i, s, t, c: _frame(s + 1, t, c),
     "seq repeats": lambda i, s, t, c: _frame(s - 1, t, c),
+    "seq skips 256": lambda i, s, t, c: _frame(s + 256, t, c),  # same low byte
+    "seq 256 back": lambda i, s, t, c: _frame(s - 256, t, c),
     "seq far back": lambda i, s, t, c: _frame(s - 30_000, t, c),
     "same time": lambda i, s, t, c: _frame(s, t - 1000, c),
     "time back": lambda i, s, t, c: _frame(s, t - 1500, c),
