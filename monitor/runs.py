@@ -258,7 +258,12 @@ class Lagged:
         ev = np.concatenate([self.v, value])
         if (lag == lag[0]).all():  # the usual case: one lag for every cup
             j = np.searchsorted(et, t - lag[0], side="right") - 1
-            out = np.where((j >= 0)[:, None], ev[np.maximum(j, 0)], SENTINEL)
+            if j[0] >= 0 and j[-1] - j[0] == j.size - 1 and (j.size < 2 or (np.diff(j) == 1).all()):
+                out = ev[j[0]:j[-1] + 1]  # evenly sampled: the rows lag by a fixed count
+            elif j[0] >= 0:  # t increases, so j does: all have a past
+                out = ev[j]
+            else:
+                out = np.where((j >= 0)[:, None], ev[np.maximum(j, 0)], SENTINEL)
         else:
             out = np.full(value.shape, SENTINEL, np.int64)
             for lg in np.unique(lag):
