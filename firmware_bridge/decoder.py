@@ -19,7 +19,7 @@ import numpy as np
 
 from .frames import (
     Command,
-    crc16_strided,
+    crc16_residue_strided,
     decode_ack,
     decode_command,
     decode_event,
@@ -305,23 +305,24 @@ class Decoder:
         if np.count_nonzero(head == heads[:k]) != k or np.count_nonzero(
                 np.ndarray((k,), "u1", buf, HEADER_SIZE, (size,)) == cups) != k:
             return False
-        # Clock step of every frame from the one before it, modulo 2**32 (uint32
-        # arithmetic wraps): it must be 1 .. MAX_FORWARD_US.
+        # Device clock of every frame relative to the previous frame's, modulo
+        # 2**32 (uint32 arithmetic wraps). Each step from the frame before must
+        # be 1 .. MAX_FORWARD_US; as the steps are differences of these relative
+        # times taken without the modulo, the times cannot wrap within the
+        # chunk either (a chunk spanning 4295 s of device time takes the
+        # general path), so they are the unwrapped clock.
         raw = np.ndarray((k,), "<u4", buf, 7, (size,))
         step0 = (int(raw[0]) - self._raw) % TIME_WRAP_US
         if not 0 < step0 <= MAX_FORWARD_US or (
                 self._sample_abs is not None and self._abs + step0 <= self._sample_abs):
             return False
-        step = np.empty(k, dtype=np.uint32)
-        step[0] = step0
-        np.subtract(raw[1:], raw[:-1], out=step[1:])
-        if np.count_nonzero(step - np.uint32(1) < MAX_FORWARD_US) != k:
+        abs_us = np.add(raw - np.uint32(self._raw), self._abs, dtype=np.int64)
+        step = abs_us[1:] - abs_us[:-1]
+        step -= 1
+        if np.count_nonzero(step.view(np.uint64) < MAX_FORWARD_US) != k - 1:
             return False
-        crc = crc16_strided(buf, 2, size, k, size - 4)
-        if np.count_nonzero(crc == np.ndarray((k,), "<u2", buf, size - CRC_SIZE, (size,))) != k:
+        if np.count_nonzero(crc16_residue_strided(buf, 2, size, k, size - 4)):
             return False
-        abs_us = np.cumsum(step, dtype=np.int64)
-        abs_us += self._abs
         st = self.stats
         st.frames_ok += k
         st.samples += k

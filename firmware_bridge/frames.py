@@ -137,34 +137,49 @@ def crc16_rows(rows: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _crc_word_table(m: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+def _crc_word_table(m: int, with_crc: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """:func:`_crc_position_table` for 16-bit little-endian words: a flat
     (w*65536,) uint16 table whose entry ``q*65536 + word`` is the contribution
     of the two message bytes ``word & 0xFF``, ``word >> 8`` at word position
-    ``q``; (w, 1) intp row offsets; the CRC of ``m`` zero bytes; and ``lead``
-    (1 when ``m`` is odd: the words then start one byte before the message, and
-    that byte contributes nothing). Half the gathers of the byte table, for
-    m * 64 KiB of memory (2.2 MB for an 8-cup frame)."""
+    ``q`` (position 0 also carries the CRC of ``m`` zero bytes: every message
+    has one word there); (w, 1) intp row offsets; and ``lead`` (1 when ``m`` is
+    odd: the words then start one byte before the message, and that byte
+    contributes nothing). ``with_crc``: one more position, the little-endian
+    CRC that follows the message, contributing itself, so that the XOR of all
+    is 0 for a good frame. Half the gathers of the byte table, for m * 64 KiB
+    of memory (2.2 MB for an 8-cup frame)."""
     lead = m & 1
     table, zero_crc = _crc_position_table(m)
     by_byte = np.zeros((m + lead, 256), dtype=np.uint16)
     by_byte[lead:] = table.reshape(m, 256)
     word = np.arange(1 << 16)
     words = by_byte[0::2][:, word & 0xFF] ^ by_byte[1::2][:, word >> 8]
+    words[0] ^= np.uint16(zero_crc)
+    if with_crc:
+        words = np.vstack([words, word.astype(np.uint16)])
     offsets = np.arange(0, words.size, 1 << 16, dtype=np.intp)[:, None]
-    return words.reshape(-1), offsets, zero_crc, lead
+    return words.reshape(-1), offsets, lead
+
+
+def _crc_words(buf: bytes, offset: int, stride: int, k: int, m: int,
+               with_crc: bool) -> np.ndarray:
+    table, offsets, lead = _crc_word_table(m, with_crc)
+    words = np.ndarray((offsets.shape[0], k), "<u2", buf, offset - lead, (2, stride))
+    # (w, k) with the words of one frame in a column: the reduce is w XORs of k-vectors.
+    return np.bitwise_xor.reduce(table[np.add(words, offsets, dtype=np.intp)], axis=0)
 
 
 def crc16_strided(buf: bytes, offset: int, stride: int, k: int, m: int) -> np.ndarray:
     """CRC-16/CCITT-FALSE of the ``k`` messages ``buf[offset + i*stride:][:m]``
     -> (k,) uint16, read in place (no gathered copy of the frames). When ``m``
     is odd, ``buf[offset - 1]`` must exist (its value does not matter)."""
-    table, offsets, zero_crc, lead = _crc_word_table(m)
-    words = np.ndarray((offsets.shape[0], k), "<u2", buf, offset - lead, (2, stride))
-    # (w, k) with the words of one frame in a column: the reduce is w XORs of k-vectors.
-    out = np.bitwise_xor.reduce(table[np.add(words, offsets, dtype=np.intp)], axis=0)
-    out ^= np.uint16(zero_crc)
-    return out
+    return _crc_words(buf, offset, stride, k, m, False)
+
+
+def crc16_residue_strided(buf: bytes, offset: int, stride: int, k: int, m: int) -> np.ndarray:
+    """Like :func:`crc16_strided`, XORed with the little-endian CRC stored in the
+    two bytes after each message: (k,) uint16, 0 where the CRC is good."""
+    return _crc_words(buf, offset, stride, k, m, True)
 
 
 # --- frames --------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.codec import Decoder, encode_frame, encode_samples
-from firmware_bridge.frames import crc16_strided
+from firmware_bridge.frames import crc16_residue_strided, crc16_strided
 from firmware_bridge.protocol import HEADER_SIZE, TIME_WRAP_US, MsgType, crc16_ccitt_false
 
 
@@ -67,6 +67,21 @@ def test_crc16_strided_matches_the_scalar_crc(m):
         got = crc16_strided(buf, 3, stride, k, m).tolist()
         assert got == [crc16_ccitt_false(buf[3 + i * stride:3 + i * stride + m])
                        for i in range(k)]
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 18, 19, 34, 35])
+def test_crc16_residue_is_zero_exactly_for_good_crcs(m):
+    rng = np.random.default_rng(m)
+    stride = m + 2 + 3
+    k = 64
+    buf = bytearray(rng.integers(0, 256, 3 + k * stride, dtype=np.uint8).tobytes())
+    good = rng.random(k) < 0.5
+    for i in range(k):
+        msg = bytes(buf[3 + i * stride:3 + i * stride + m])
+        crc = crc16_ccitt_false(msg) ^ (0 if good[i] else int(rng.integers(1, 1 << 16)))
+        buf[3 + i * stride + m:3 + i * stride + m + 2] = crc.to_bytes(2, "little")
+    residue = crc16_residue_strided(bytes(buf), 3, stride, k, m)
+    assert ((residue == 0) == good).all()
 
 
 def test_crc16_strided_check_value():
@@ -212,3 +227,15 @@ def test_sample_after_an_earlier_stamped_message_falls_back():
     cut = len(b"".join(frames[:11]))
     assert_same(data, [cut])
     assert_same(data, [cut, cut + 2 * frame_size(cups)])
+
+
+def test_a_chunk_spanning_a_clock_wrap_of_big_steps_agrees():
+    """Steps just under the 60 s limit: 100 frames span more than the 4295 s
+    clock period inside one chunk."""
+    cups = 2
+    frames = [_frame(i, (59_000_000 * i) % TIME_WRAP_US, cups) for i in range(220)]
+    data = b"".join(frames)
+    size = frame_size(cups)
+    assert_same(data, frame_aligned_cuts(len(data), size, 100))
+    assert_same(data, frame_aligned_cuts(len(data), size, 100, extra=3))
+    assert_same(data, frame_aligned_cuts(len(data), size, 3))
