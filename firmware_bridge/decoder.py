@@ -19,6 +19,7 @@ import numpy as np
 
 from .frames import (
     Command,
+    bits_to_kpa,
     crc16_residue_strided,
     decode_ack,
     decode_command,
@@ -174,6 +175,9 @@ class Decoder:
         host = time.monotonic() if host_time is None else float(host_time)
         res = DecodeResult()
         data = bytes(data)
+        if len(data) <= FEED_SLICE:
+            self._feed_slice(data, host, res)
+            return res
         # Big chunks go in slices: the result is the same (decisions never depend
         # on where a chunk ends) and the scratch arrays stay small whatever the input.
         for i in range(0, len(data), FEED_SLICE):
@@ -331,10 +335,10 @@ class Decoder:
         self._raw = int(raw[-1])
         self._abs = self._sample_abs = int(abs_us[-1])
         self._host = host
-        suction = np.ndarray((k, cups), "<i2", buf, HEADER_SIZE + 1, (size, 2))
+        suction = np.ndarray((k, cups), "<u2", buf, HEADER_SIZE + 1, (size, 2))
         status = np.ndarray((k, cups), "u1", buf, HEADER_SIZE + 1 + 2 * cups, (size, 1))
         res.blocks.append(SampleBlock(
-            t=abs_us / 1e6, suction=raw_to_kpa(suction), status=status.copy(),
+            t=abs_us / 1e6, suction=bits_to_kpa(suction), status=status.copy(),
             host_time=host, lost_before=self._pending_lost, gap_before=self._pending_gap))
         self._pending_gap = False
         self._pending_lost = 0

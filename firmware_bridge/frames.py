@@ -234,6 +234,12 @@ def _kpa_table() -> np.ndarray:
     return kpa
 
 
+def bits_to_kpa(bits: np.ndarray) -> np.ndarray:
+    """:func:`raw_to_kpa` of int16 wire values given as their uint16 bits (any
+    shape, strided is fine): one table lookup, nothing else."""
+    return _kpa_table().take(bits)
+
+
 def raw_to_kpa(raw: np.ndarray) -> np.ndarray:
     """int16 wire units -> float32 kPa with NaN for NO_READING (same shape)."""
     # One table lookup instead of convert, divide and mask.
