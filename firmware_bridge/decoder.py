@@ -331,6 +331,9 @@ class Decoder:
         st.frames_ok += k
         st.samples += k
         self._buf = tail
+        # What _note_versions does for a chunk of our frames and no foreign one.
+        self._foreign_run = 0
+        self.version_mismatch = None
         self._seq = (seq0 + k - 1) % SEQ_WRAP
         self._raw = int(raw[-1])
         self._abs = self._sample_abs = int(abs_us[-1])

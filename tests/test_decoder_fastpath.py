@@ -239,3 +239,24 @@ def test_a_chunk_spanning_a_clock_wrap_of_big_steps_agrees():
     assert_same(data, frame_aligned_cuts(len(data), size, 100))
     assert_same(data, frame_aligned_cuts(len(data), size, 100, extra=3))
     assert_same(data, frame_aligned_cuts(len(data), size, 3))
+
+
+@pytest.mark.parametrize("foreign", [1, 3, 4])
+def test_version_mismatch_is_cleared_by_a_fast_chunk(foreign):
+    """Frames of another protocol version between our samples (they take no seq
+    of ours): the version-1 frames after them clear version_mismatch and the
+    count of foreign frames, whichever path decodes them."""
+    cups = 3
+    size = frame_size(cups)
+    frames = [_frame(i, 1_000_000 + 1000 * i, cups) for i in range(40)]
+    alien = [_with_version(_frame(100 + j, 5000 * j, cups), 2) for j in range(foreign)]
+    data = b"".join(frames[:10] + alien + frames[10:20] + alien[:1] + frames[20:])
+    start = len(b"".join(frames[:10] + alien))
+    for per in (1, 5, 10):
+        cuts = [start, *range(start + per * size, len(data), per * size)]
+        assert_same(data, cuts)
+        assert_same(data, [start + 3] + cuts[1:])
+        d = Decoder("binary")
+        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            d.feed(data[a:b], 0.0)
+        assert d.version_mismatch is None
