@@ -307,11 +307,11 @@ class Checker:
             applied = latch(enabled & (regulating | above(b.applied_kpa)),
                             ~enabled | (~regulating & below(b.released_kpa)), self._applied)
             applied_steady = applied_steady and bool(applied.all())
-            applied_start, _ = self._applied_clock.step(applied, t)
+            applied_start = self._applied_clock.step(applied, t)
             # Active: the band is being held (regulating, not venting, not tripped);
             # text devices: applied.
             active = enabled & _pick(binary, regulating & ~valve & ~interlock, applied)
-            active_start, _ = self._active_clock.step(active, t)
+            active_start = self._active_clock.step(active, t)
             reached = latch(active & above(b.band_low_kpa), ~active, self._reached)
             # Pumped down: the band was reached once, or the grace period is over.
             if reached.all():

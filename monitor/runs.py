@@ -53,6 +53,24 @@ def latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
     events = set_ | clear
     if events.all():  # every row decides (e.g. a cup regulating throughout)
         return set_ & ~clear
+    if set_.shape[1] > 1:
+        # Cups held on (no clear row) or left off (no set row) throughout need no
+        # running maximum; only the others (e.g. the cup being applied) do.
+        held = prev & ~column_fold(clear, np.logical_or)
+        quiet = held | (~prev & ~column_fold(set_, np.logical_or))
+        if quiet.any():
+            out = np.empty(set_.shape, bool)
+            out[:, quiet] = held[quiet]
+            busy = ~quiet
+            if busy.any():
+                out[:, busy] = _latch(set_[:, busy], clear[:, busy], prev[busy])
+            return out
+    return _latch(set_, clear, prev)
+
+
+def _latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """``latch`` by one running maximum over all rows (see there)."""
+    events = set_ | clear
     rows2 = np.arange(0, 2 * set_.shape[0], 2).reshape(-1, *([1] * (set_.ndim - 1)))
     code = np.where(events, rows2 + (set_ & ~clear), -1)
     last = np.maximum.accumulate(code, axis=0)
@@ -76,16 +94,30 @@ class RunClock:
         self.state = np.zeros(cups, bool)
         self.start = np.full(cups, np.nan)
 
-    def step(self, state: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(start time (n, cups) s, NaN where False; start row, -1 if carried).
-        Read-only arrays when every run is carried through the block."""
+    def step(self, state: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Start time (n, cups) s of the run each row is in, NaN where False
+        (read-only when every run is carried through the block)."""
         if self.state.all() and state.all():  # every run began in an earlier block
-            return (np.broadcast_to(self.start, state.shape),
-                    np.broadcast_to(np.int64(-1), state.shape))
-        start, li = run_start(state, t, self.state, self.start)
+            return np.broadcast_to(self.start, state.shape)
+        if state.shape[1] > 1:
+            # Cups on throughout since an earlier block, or off throughout, need
+            # no search for run starts; only the others do.
+            on = self.state & column_fold(state, np.logical_and)
+            quiet = on | ~column_fold(state, np.logical_or)
+            if quiet.any():
+                start = np.empty(state.shape)
+                start[:, quiet] = np.where(on, self.start, np.nan)[quiet]
+                busy = ~quiet
+                if busy.any():
+                    start[:, busy] = run_start(state[:, busy], t, self.state[busy],
+                                               self.start[busy])[0]
+                self.state = state[-1].copy()
+                self.start = start[-1].copy()
+                return start
+        start, _ = run_start(state, t, self.state, self.start)
         self.state = state[-1].copy()
         self.start = start[-1].copy()
-        return start, li
+        return start
 
 
 class OnDelay:
