@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 return _list(store)
             if cmd == "show":
                 return _show(store, args.id)
-            return _export(store, args.id, args.csv, args.json)
+            return export_session(store, args.id, args.csv, args.json)
     except NoSuchSession as exc:
         _err(str(exc))
         return EXIT_FAIL
@@ -233,7 +233,7 @@ def _short(v: Any) -> str:
 # -- export ----------------------------------------------------------------
 
 @contextmanager
-def _open_out(name: str) -> Iterator[IO[str]]:
+def _open_out(name: str | os.PathLike[str]) -> Iterator[IO[str]]:
     if name == "-":
         yield sys.stdout
         sys.stdout.flush()
@@ -245,7 +245,20 @@ def _open_out(name: str) -> Iterator[IO[str]]:
         yield fh
 
 
-def _export(store: Store, sid: int, csv_path: str | None, json_path: str | None) -> int:
+def export_session(store: Store, sid: int, csv_path: str | os.PathLike[str] | None = None,
+                   json_path: str | os.PathLike[str] | None = None) -> int:
+    """Export stored session ``sid`` exactly as ``cupmon sessions export`` does.
+
+    ``csv_path``: the samples as CSV (:func:`write_csv`: device time in s,
+    suction in kPa, status bits); ``json_path``: the session row, data
+    stats, per-cup summaries and events (:func:`session_document`). Either
+    may be None (not written) or ``"-"`` (stdout). New files are created
+    0600 (they carry patient labels). Formats: docs/sessions.md.
+
+    Returns :data:`EXIT_OK`. Raises :class:`NoSuchSession` for an unknown id
+    before any file is made, :class:`StoreError` for an unreadable database
+    and ``OSError`` for an output that cannot be written.
+    """
     session = store.get_session(sid)  # raises for an unknown id before any file is made
     if json_path:
         doc = session_document(store, sid, session)

@@ -13,8 +13,8 @@ import pytest
 from test_store_helpers import wire_blocks
 
 from firmware_bridge.messages import DeviceInfo
-from monitor.sessions_cli import main
-from monitor.store import Store
+from monitor.sessions_cli import export_session, main
+from monitor.store import NoSuchSession, Store
 
 INFO = DeviceInfo("SN-9", (1, 2, 3), 3, 1000)
 EVENTS = [
@@ -147,6 +147,25 @@ def test_export_to_stdout(db, capsys):
     path, first, _, _ = db
     assert main(["export", str(first), "--csv", "-", "--db", str(path)]) == 0
     assert capsys.readouterr().out.startswith("t_s,cup1_kpa,")
+
+
+def test_export_session_writes_the_files_the_cli_writes(db, tmp_path):
+    path, first, _, _ = db
+    assert main(["export", str(first), "--csv", str(tmp_path / "cli.csv"),
+                 "--json", str(tmp_path / "cli.json"), "--db", str(path)]) == 0
+    with Store(path, create=False) as store:
+        assert export_session(store, first, tmp_path / "api.csv", tmp_path / "api.json") == 0
+        export_session(store, first, json_path=str(tmp_path / "only.json"))
+        with pytest.raises(NoSuchSession):
+            export_session(store, 99, tmp_path / "none.csv")
+    for ext in ("csv", "json"):
+        api = (tmp_path / f"api.{ext}").read_bytes()
+        cli = (tmp_path / f"cli.{ext}").read_bytes()
+        # The JSON's session row holds no export time, so both files match byte for byte.
+        assert api == cli and len(api) > 100
+        assert (tmp_path / f"api.{ext}").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "only.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    assert not (tmp_path / "none.csv").exists()               # unknown id: no file made
 
 
 def test_cupmon_sessions_runs_from_the_command_line(db):

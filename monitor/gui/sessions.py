@@ -44,12 +44,11 @@ def export_session(db: str | Path, session_id: int, *, csv: str | Path | None = 
     """Write a session's CSV (samples) and/or JSON (row, summaries, events)
     exactly as ``cupmon sessions export`` does. Runs on a worker thread.
     Returns the files written; raises StoreError/OSError (one line)."""
-    from monitor.sessions_cli import _export
+    from monitor import sessions_cli
     from monitor.store import Store
 
     with Store(db, create=False) as store:
-        _export(store, int(session_id), None if csv is None else str(csv),
-                None if json is None else str(json))
+        sessions_cli.export_session(store, int(session_id), csv, json)
     return [str(p) for p in (csv, json) if p is not None]
 
 
