@@ -198,6 +198,19 @@ class SerialLink(Source):
         return s
 
     @property
+    def port(self) -> serial.SerialBase | None:
+        """The pyserial port the link has open on :attr:`url` now, or None
+        (not started, stopped, or lost and not yet reopened). Read-only; a
+        reconnect replaces it with a new port object.
+
+        For reaching what is behind the port, e.g. ``link.port.device``, the
+        :class:`sim.device.VirtualDevice` of a ``sim://`` port. Do not read
+        from it (the reader thread owns reads) nor write to it (use
+        :meth:`write` or :meth:`send_command`, which keep frames whole)."""
+        with self._port_lock:
+            return self._port
+
+    @property
     def detected_mode(self) -> str:
         """"binary" or "text" once the decoder has recognised the stream, else "auto"."""
         return self._decoder.mode

@@ -154,6 +154,37 @@ def test_vanishing_port_reconnects_with_gap_and_no_invented_samples(tmp_path, cu
     assert c.events(LinkState.RECONNECTED)[0].info == INFO
 
 
+def test_port_is_the_open_pyserial_port_none_while_away_and_new_after_reconnect(tmp_path):
+    dev = PtyDevice()
+    path = str(tmp_path / "cupmon-port")
+    os.symlink(dev.path, path)
+    c = Collect()
+    link = _link(path, c)
+    dev2 = None
+    try:
+        assert link.port is None                                  # not started
+        link.start()
+        assert link.wait_connected(5)
+        first = link.port
+        assert first is not None and first.is_open and first.port == path
+        with pytest.raises(AttributeError):
+            link.port = None                                      # read-only
+        dev.close()                                               # unplugged
+        assert c.wait(lambda c: LinkState.RECONNECTING in c.states())
+        assert link.port is None and not first.is_open
+        dev2 = PtyDevice()
+        repoint(path, dev2.path)
+        assert c.wait(lambda c: c.events(LinkState.RECONNECTED))
+        again = link.port
+        assert again is not None and again is not first and again.is_open and again.port == path
+    finally:
+        link.stop()
+        dev.close()
+        if dev2 is not None:
+            dev2.close()
+    assert link.port is None and not again.is_open                # stopped
+
+
 def test_silent_port_reports_no_valid_data(device):
     device.policy = None  # a port with something on it that never speaks cupmon
     c = Collect()
