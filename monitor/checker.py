@@ -42,6 +42,10 @@ from .runs import (
 
 #: Order of conditions among detections that share a time and cup.
 _ORDER = {name: i for i, name in enumerate(C.CONDITIONS)}
+#: Status bits as plain ints (an Enum member lookup costs more than the test on a block).
+_PUMP_ON, _VALVE_OPEN, _SENSOR_FAULT, _REGULATING, _INTERLOCK = (
+    int(Status.PUMP_ON), int(Status.VALVE_OPEN), int(Status.SENSOR_FAULT),
+    int(Status.REGULATING), int(Status.INTERLOCK))
 #: Per-cup conditions checked on every block, in report order.
 _CUP_CONDITIONS = (C.OVER_SUCTION, C.UNDER_SUCTION, C.DETACHED, C.LEAK, C.BLOCKAGE,
                    C.SENSOR_FAULT, C.INTERLOCK)
@@ -283,11 +287,11 @@ class Checker:
         else:
             binary = np.bool_(mode != "off")
 
-        def bit(b: Status) -> np.ndarray:
+        def bit(b: int) -> np.ndarray:
             return (st & b) != 0
 
-        pump, valve, fault_bit = bit(Status.PUMP_ON), bit(Status.VALVE_OPEN), bit(Status.SENSOR_FAULT)
-        regulating, interlock = bit(Status.REGULATING) & binary, bit(Status.INTERLOCK)
+        pump, valve, fault_bit = bit(_PUMP_ON), bit(_VALVE_OPEN), bit(_SENSOR_FAULT)
+        regulating, interlock = bit(_REGULATING) & binary, bit(_INTERLOCK)
         b = p.b  # settings as scalars when every cup shares them (fast broadcasts)
         enabled = b.enabled
         finite = np.isfinite(s)
