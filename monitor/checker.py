@@ -34,6 +34,7 @@ from .runs import (
     RunClock,
     Segments,
     changes,
+    column_fold,
     last_index,
     latch,
     prev_rows,
@@ -307,10 +308,9 @@ class Checker:
 
             # Applied (cup on the skin): regulating, or holding suction; hysteresis
             # between applied_kpa and released_kpa so noise at ~0 cannot toggle it.
-            applied_steady = bool(self._applied.all())  # on since an earlier block?
+            was_applied = self._applied
             applied = latch(enabled & (regulating | above(b.applied_kpa)),
                             ~enabled | (~regulating & below(b.released_kpa)), self._applied)
-            applied_steady = applied_steady and bool(applied.all())
             applied_start = self._applied_clock.step(applied, t)
             # Active: the band is being held (regulating, not venting, not tripped);
             # text devices: applied.
@@ -407,23 +407,13 @@ class Checker:
                     lvl_all.append(np.ones(r.shape, np.int64))
 
         # Dwell: how long the cup has been on; step 1 advisory, step 2 limit.
-        steady = applied_steady and (t.size < 2 or bool(t[-1] >= t[0])
-                                     and not (np.diff(t) < 0).any())
-        level = self._dwell_steady(t, applied_start) if steady else None
-        if level is None:
-            on_for = t[:, None] - applied_start
-            level = np.where(applied, (on_for >= b.dwell_advisory_s).astype(np.int64)
-                             + (on_for >= b.dwell_limit_s), 0)
-            r, c = changes(level, self._dwell_level)
-        else:
-            r = c = np.empty(0, np.int64)
+        r, c, new, old, last_level = self._dwell(t, applied, applied_start, was_applied)
         if r.size:
-            prev_level = prev_rows(level, self._dwell_level)[r, c]
             rows_all.append(r)
             cols_all.append(c)
             cond_all.append(np.full(r.shape, _ORDER[C.DWELL_EXCEEDED]))
-            act_all.append(level[r, c] > 0)
-            lvl_all.append(np.where(level[r, c] > 0, level[r, c], prev_level))
+            act_all.append(new > 0)
+            lvl_all.append(np.where(new > 0, new, old))
 
         if rows_all:
             rows = np.concatenate(rows_all)
@@ -441,7 +431,7 @@ class Checker:
         # Carry state to the next block.
         self._applied = applied[-1].copy()
         self._reached = reached[-1].copy()
-        self._dwell_level = level[-1].copy()
+        self._dwell_level = last_level
         self._prev_s = s32[-1].copy()
         self._last_change = last_change
         self.last_t = float(t[-1])
@@ -488,17 +478,37 @@ class Checker:
             stuck = watched & p.b.stuck_on & (t[:, None] - stuck_since >= p.b.stuck_s)
         return stuck, last
 
-    def _dwell_steady(self, t: np.ndarray, applied_start: np.ndarray) -> np.ndarray | None:
-        """Dwell levels (n, cups) for a block in which every cup stayed applied
-        since an earlier block, when no level changes inside it (levels only
-        rise with time on the skin, so equal ends mean no change); else None."""
+    def _dwell(self, t: np.ndarray, applied: np.ndarray, applied_start: np.ndarray,
+               was_applied: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Dwell steps (0 none, 1 advisory, 2 limit) from time on the skin: the
+        (rows, cols) where a cup's step changes, its new and previous step there,
+        and every cup's step at the last row (cups,).
+
+        Cups on since an earlier block and throughout this one, whose step is
+        the same at both ends (steps only rise with time on the skin), and cups
+        off throughout, cannot change: only the others are computed per row."""
         p = self.p
-        start = applied_start[-1]
-        ends = np.array([t[0], t[-1]])[:, None] - start
-        lv = (ends >= p.dwell_advisory_s).astype(np.int64) + (ends >= p.dwell_limit_s)
-        if (lv[0] == self._dwell_level).all() and (lv[1] == lv[0]).all():
-            return np.broadcast_to(lv[1], (t.size, self.cups))
-        return None
+        prev = self._dwell_level
+        last = np.zeros(self.cups, np.int64)
+        busy = np.arange(self.cups)
+        if t.size < 2 or not (np.diff(t) < 0).any():
+            held = was_applied & column_fold(applied, np.logical_and)
+            with np.errstate(invalid="ignore"):
+                ends = np.array([t[0], t[-1]])[:, None] - applied_start[-1]
+                lv = (ends >= p.dwell_advisory_s).astype(np.int64) + (ends >= p.dwell_limit_s)
+            same = held & (lv[0] == prev) & (lv[1] == lv[0])
+            off = ~was_applied & ~column_fold(applied, np.logical_or) & (prev == 0)
+            last = np.where(same, lv[1], 0)
+            busy = np.flatnonzero(~(same | off))
+        if busy.size == 0:
+            empty = np.empty(0, np.int64)
+            return empty, empty, empty, empty, last
+        on_for = t[:, None] - applied_start[:, busy]
+        level = np.where(applied[:, busy], (on_for >= p.dwell_advisory_s[busy]).astype(np.int64)
+                         + (on_for >= p.dwell_limit_s[busy]), 0)
+        r, c = changes(level, prev[busy])
+        last[busy] = level[-1]
+        return r, busy[c], level[r, c], prev_rows(level, prev[busy])[r, c], last
 
     def alarm_state(self, condition: str) -> np.ndarray:
         """Per-cup bool (cups,): the condition's alarm is on after the last block."""
