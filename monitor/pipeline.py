@@ -27,6 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,13 +38,31 @@ from firmware_bridge.protocol import Status
 
 from .alarms import AlarmEvent, AlarmManager
 from .checker import Checker, Detection
-from .config import MonitorConfig
+from .config import ConfigError, MonitorConfig
 from .snapshot import CupView, MonitorSnapshot
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[AlarmEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BandChange:
+    """Cup ``cup``'s band became ``low_kpa``..``high_kpa`` for the samples after
+    device time ``t`` (None: before any sample was checked). The pipeline
+    gives one to its band sinks whenever a cup's band changes (a recorder
+    stores them), and takes one as a message in stream order (a replay of a
+    stored session re-applies them where they happened)."""
+
+    t: float | None
+    cup: int
+    low_kpa: float
+    high_kpa: float
+    wall: float | None = None
+
+
+BandSink = Callable[[BandChange], None]
 
 #: State word shown for a cup's highest alarm.
 _ALARM_WORDS = {
@@ -97,6 +116,7 @@ class MonitorPipeline(Listener):
         self._emit_lock = threading.RLock()  # a sink may acknowledge (re-entry)
         self._pending: collections.deque[AlarmEvent] = collections.deque()
         self._sinks: list[EventSink] = []
+        self._band_sinks: list[BandSink] = []
         self._history: collections.deque[AlarmEvent] = collections.deque(maxlen=self._config.history)
         self._count = 0
         self._alarms = AlarmManager(self._config, wall=self._wall)
@@ -129,19 +149,65 @@ class MonitorPipeline(Listener):
     def config(self) -> MonitorConfig:
         return self._config
 
+    def add_band_sink(self, callback: BandSink) -> None:
+        """Call ``callback(BandChange)`` whenever a cup's band changes (quick and
+        thread-safe: it runs on the caller of set_config/set_band)."""
+        with self._emit_lock:
+            self._band_sinks.append(callback)
+
+    def remove_band_sink(self, callback: BandSink) -> None:
+        with self._emit_lock:
+            self._band_sinks = [s for s in self._band_sinks if s is not callback]
+
     def set_config(self, config: MonitorConfig) -> None:
-        """New thresholds from the next block on (alarm state is kept)."""
+        """New thresholds from the next block on (alarm state is kept). Blocks
+        received but not yet checked are checked with the old ones first, so
+        the change has one device time (the band sinks get it)."""
         with self._lock:
-            self._config = config
-            self._alarms.config = config
-            if self._checker is not None:
-                self._checker.set_config(config)
+            changes = self._apply_config(config)
+        self._flush()
+        self._tell_bands(changes)
 
     def set_band(self, cup: int, low_kpa: float, high_kpa: float) -> None:
         """Change one cup's band (kPa); call it when the GUI sends SET_BAND."""
         with self._lock:
-            self.set_config(self._config.with_cup(cup, band_low_kpa=low_kpa,
-                                                  band_high_kpa=high_kpa))
+            changes = self._apply_config(self._config.with_cup(
+                cup, band_low_kpa=low_kpa, band_high_kpa=high_kpa))
+        self._flush()
+        self._tell_bands(changes)
+
+    def _apply_config(self, config: MonitorConfig) -> list[BandChange]:
+        # Caller holds self._lock.
+        self._process_pending()
+        old = self._config
+        self._config = config
+        self._alarms.config = config
+        c = self._checker
+        if c is not None:
+            c.set_config(config)
+        if not self._band_sinks:
+            return []
+        cups = range(1, c.cups + 1) if c is not None else sorted(set(old.cups) | set(config.cups))
+        t = None if c is None else c.last_t
+        wall = time.time()
+        out = []
+        for cup in cups:
+            a, b = old.cup(cup), config.cup(cup)
+            if (a.band_low_kpa, a.band_high_kpa) != (b.band_low_kpa, b.band_high_kpa):
+                out.append(BandChange(t, cup, b.band_low_kpa, b.band_high_kpa, wall))
+        return out
+
+    def _tell_bands(self, changes: list[BandChange]) -> None:
+        if not changes:
+            return
+        with self._emit_lock:
+            sinks = list(self._band_sinks)
+        for ch in changes:
+            for sink in sinks:
+                try:
+                    sink(ch)
+                except Exception:  # one bad sink must not stop the others
+                    log.exception("band sink %r failed", sink)
 
     def _ensure(self, cups: int) -> None:
         if self._checker is None or self._checker.cups != cups:
@@ -228,6 +294,12 @@ class MonitorPipeline(Listener):
         self._emit(self._alarms.feed(dets) + self._alarms.tick(float(block.t[-1])))
 
     def on_message(self, msg: object) -> None:
+        if isinstance(msg, BandChange):  # a replayed session's band, in stream order
+            try:
+                self.set_band(msg.cup, msg.low_kpa, msg.high_kpa)
+            except ConfigError as exc:
+                log.warning("band of cup %d not applied: %s", msg.cup, exc)
+            return
         with self._lock:
             self._process_pending()  # keep stream order: blocks before this message
             dets: list[Detection] = []

@@ -31,7 +31,7 @@ import numpy as np
 from firmware_bridge.listener import Listener
 from firmware_bridge.messages import DeviceInfo, LinkEvent, SampleBlock
 
-from .store import Store, StoreError, event_dict
+from .store import Store, StoreError, band_change_dict, event_dict
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,19 @@ class Recorder(Listener):
                 return
         self._write_late(lambda s, sid: s.add_events(sid, [d]))
 
+    def record_band_change(self, change: Any) -> None:
+        """Record a band set during the session: a ``BandChange`` (the
+        pipeline's band sink: ``pipeline.add_band_sink(rec.record_band_change)``)
+        or a dict with ``t``, ``cup``, ``low_kpa``, ``high_kpa`` (``wall``).
+        Thread-safe, never blocks on the disk; after the recorder has stopped
+        it is written directly."""
+        d = band_change_dict(change)
+        with self._cond:
+            if not self._finished.is_set() and not self._closing:
+                self._put("band", d)
+                return
+        self._write_late(lambda s, sid: s.add_band_changes(sid, [d]))
+
     def set_summary(self, cup_or_summary: int | Mapping[Any, Any],
                     summary: Mapping[str, Any] | None = None) -> None:
         """Store summaries, as given, in three forms:
@@ -269,6 +282,7 @@ class _Writer:
         self.rows: list[list[SampleBlock]] = []  # finished runs awaiting the commit
         self.events: list[dict] = []
         self.summaries: list[tuple[int, dict]] = []
+        self.bands: list[dict] = []
         self.info: DeviceInfo | None = None
         self.flushes: list[threading.Event] = []
         self.reported: dict[str, int] = {}
@@ -317,6 +331,8 @@ class _Writer:
             self.events.append(item)
         elif kind == "summary":
             self.summaries.append(item)
+        elif kind == "band":
+            self.bands.append(item)
         elif kind == "info":
             self.info = item
         elif kind == "flush":
@@ -330,7 +346,7 @@ class _Writer:
     def commit(self, final: bool) -> None:
         rec, store, sid = self.rec, self.store, self.sid
         self.end_run()
-        rows, events, summaries = self.rows, self.events, self.summaries
+        rows, events, summaries, bands = self.rows, self.events, self.summaries, self.bands
         written = nbytes = 0
         try:
             store.begin()
@@ -346,6 +362,7 @@ class _Writer:
                 self.seq += 1
                 written += sum(b.n for b in run)
             store.add_events(sid, events)
+            store.add_band_changes(sid, bands)
             for cup, summ in summaries:
                 store.set_summary(sid, cup, summ)
             counters = rec.stats()
@@ -381,7 +398,7 @@ class _Writer:
                 st["events"] += len(events)
                 st["commits"] += 1
         finally:
-            self.rows, self.events, self.summaries = [], [], []
+            self.rows, self.events, self.summaries, self.bands = [], [], [], []
             for ev in self.flushes:
                 ev.set()
             self.flushes = []

@@ -194,7 +194,11 @@ class SessionReplaySource(_ReplaySource):
     """Replay session ``session_id`` of a store (a :class:`Store` or a path).
 
     Publishes the session's DeviceInfo and a LinkEvent CONNECTED carrying it,
-    then the blocks as recorded, then LinkEvent CLOSED. ``speed`` scales device
+    then the blocks as recorded, then LinkEvent CLOSED. A band set during the
+    recording is published as a :class:`~monitor.pipeline.BandChange` message
+    between the samples before and after it (a block holding both is split
+    there), so a :class:`~monitor.pipeline.MonitorPipeline` listening checks
+    each sample against the band that applied to it live. ``speed`` scales device
     time (2.0 = twice as fast); None = as fast as the listeners take it.
     ``start_t`` (device s) starts the paced replay there instead of at the
     beginning; the ``preroll_s`` seconds before it are published at once
@@ -217,13 +221,18 @@ class SessionReplaySource(_ReplaySource):
             self.path = store_or_path.path
             self.session = store_or_path.get_session(session_id)
             info = store_or_path.device_info(session_id)
+            bands = store_or_path.band_changes(session_id)
         else:
             with Store(store_or_path, create=False) as store:
                 self.path = store.path
                 self.session = store.get_session(session_id)
                 info = store.device_info(session_id)
+                bands = store.band_changes(session_id)
         self.session_id = int(session_id)
         self._info = info
+        #: The bands set during the recording (``Store.band_changes``), re-applied
+        #: in stream order as :class:`~monitor.pipeline.BandChange` messages.
+        self.band_changes = bands
 
     def describe(self) -> str:
         return f"session {self.session_id} of {self.path}"
@@ -239,6 +248,16 @@ class SessionReplaySource(_ReplaySource):
         self._publish_state(LinkState.CONNECTED, f"replaying {self.describe()} ({what})", info)
         pacer = self._pacer
         first = None if self.start_t is None else self.start_t - self.preroll_s
+        # Bands set while recording, in the order set: each is published just
+        # after the last sample checked with the previous band (a block is
+        # split there), so the checker sees them where the live one did. Those
+        # before a seek's pre-roll are published before its first block.
+        from .pipeline import BandChange
+
+        bands = [BandChange(None if b["t"] is None else float(b["t"]), int(b["cup"]),
+                            float(b["low_kpa"]), float(b["high_kpa"]), b.get("wall"))
+                 for b in self.band_changes]
+        i_band = 0
         # The Store was opened on the caller's thread; SQLite connections stay
         # on their thread, so the reader opens its own.
         with Store(self.path, create=False) as store:
@@ -250,12 +269,30 @@ class SessionReplaySource(_ReplaySource):
                     # Skipped on purpose, not lost: no gap is marked.
                     block = SampleBlock(block.t[k:], block.suction[k:], block.status[k:],
                                         block.host_time)
-                if self.start_t is not None and block.t[-1] < self.start_t:
-                    ok = self._publish(block, None)   # pre-roll: at once
-                else:
-                    ok = self._publish(block, pacer)
-                if not ok:
-                    return
+                while True:
+                    while i_band < len(bands) and (bands[i_band].t is None
+                                                   or bands[i_band].t < block.t[0]):
+                        self.notifier.publish_message(bands[i_band])
+                        i_band += 1
+                    part = block
+                    if i_band < len(bands) and bands[i_band].t < block.t[-1]:
+                        # Split after the last sample at or before the change.
+                        k = int(np.searchsorted(block.t, bands[i_band].t, side="right"))
+                        part = SampleBlock(block.t[:k], block.suction[:k], block.status[:k],
+                                           block.host_time, block.lost_before,
+                                           block.gap_before)
+                        block = SampleBlock(block.t[k:], block.suction[k:], block.status[k:],
+                                            block.host_time)
+                    if self.start_t is not None and part.t[-1] < self.start_t:
+                        ok = self._publish(part, None)   # pre-roll: at once
+                    else:
+                        ok = self._publish(part, pacer)
+                    if not ok:
+                        return
+                    if part is block:
+                        break
+            for band in bands[i_band:]:   # set after the last stored sample
+                self.notifier.publish_message(band)
 
     def stats(self) -> LinkStats:
         s = super().stats()

@@ -203,6 +203,13 @@ def _show(store: Store, sid: int) -> int:
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k.ljust(width)}  {v}")
+    bands = store.band_changes(sid)
+    if bands:
+        print(f"\nband changes ({len(bands)}; the band applies to the samples after t)")
+        for b in bands:
+            t = b["t"]
+            print(f"  t={'start' if t is None else f'{t:.3f} s'}  cup {b['cup']}  "
+                  f"{b['low_kpa']:g}-{b['high_kpa']:g} kPa")
     if summaries:
         print("\nsummaries")
         for cup, summ in summaries.items():
@@ -283,6 +290,7 @@ def session_document(store: Store, sid: int, session: dict[str, Any] | None = No
         "session": s,
         "data": store.data_stats(sid),
         "summaries": {str(c): v for c, v in store.summaries(sid).items()},
+        "band_changes": store.band_changes(sid),
         "events": store.events(sid),
     })
 

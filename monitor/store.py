@@ -37,7 +37,8 @@ from firmware_bridge.protocol import NO_READING
 #: PRAGMA application_id of a cupmon database ("CUPM").
 APPLICATION_ID = 0x4355504D
 #: PRAGMA user_version written by this code; older files are migrated on open.
-SCHEMA_VERSION = 1
+#: 1: the first schema; 2: ``band_changes`` (bands set during a recording).
+SCHEMA_VERSION = 2
 #: A 'running' session whose heartbeat is older than this (s) is interrupted.
 STALE_HEARTBEAT_S = 5.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -148,9 +149,32 @@ CREATE TABLE calibrations (
 CREATE INDEX calibrations_device ON calibrations(device_serial, cup, created_wall);
 """
 
+_BAND_CHANGES_V2 = """
+CREATE TABLE band_changes (
+    id          INTEGER PRIMARY KEY,         -- order of the changes
+    session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    t           REAL,                        -- device s: the band applies to samples after t
+                                             -- (NULL: before any sample was checked)
+    cup         INTEGER NOT NULL,            -- 1-based
+    low_kpa     REAL NOT NULL,
+    high_kpa    REAL NOT NULL,
+    wall        REAL                         -- Unix s when it was set
+);
+CREATE INDEX band_changes_session ON band_changes(session_id, id);
+"""
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Schema 2: the bands set while recording (a band changed mid-session)."""
+    for stmt in _BAND_CHANGES_V2.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
 #: MIGRATIONS[v] upgrades a database from user_version v to v + 1 (inside one
 #: transaction). Add an entry here, bump SCHEMA_VERSION, never edit old ones.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+#: A new file is created with schema 1 and migrated like any old file.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_2}
 
 
 # --------------------------------------------------------------------------
@@ -397,6 +421,7 @@ class Store:
                  timeout: float = 5.0) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self._conn: sqlite3.Connection | None = None
+        self.schema_version = 0
         new = not self.path.exists()
         if new and not create:
             raise StoreError(f"no cupmon database at {self.path}")
@@ -468,11 +493,19 @@ class Store:
             raise StoreError(f"{self.path} is not a cupmon database (no schema); "
                              "give another --db path")
         while version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            MIGRATIONS[version](conn)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if "readonly" in str(exc) or "read-only" in str(exc):
+                    break   # read as it is: what a newer schema adds reads as empty
+                raise
             version += 1
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
+        self.schema_version = version
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         # NORMAL in WAL mode: a committed transaction survives a crash of the
@@ -844,6 +877,42 @@ class Store:
                                  "ORDER BY cup", (session_id,)).fetchall()
         return {int(c): _loads(s) for c, s in rows}
 
+    # -- band changes ------------------------------------------------------
+    _BAND_KEYS = ("t", "cup", "low_kpa", "high_kpa", "wall")
+
+    @_guard
+    def add_band_changes(self, session_id: int, changes: Iterable[Any]) -> int:
+        """Store bands set during the session, in the order given: dicts (or
+        objects with attributes) with ``t`` (device s; the band applies to
+        samples after it, None = before any), ``cup``, ``low_kpa``,
+        ``high_kpa`` and optionally ``wall`` (Unix s). Returns how many."""
+        rows = []
+        for ch in changes:
+            d = band_change_dict(ch)
+            t = d.get("t")
+            rows.append((session_id, None if t is None else float(t), int(d["cup"]),
+                         float(d["low_kpa"]), float(d["high_kpa"]),
+                         None if d.get("wall") is None else float(d["wall"])))
+        if rows:
+            sql = ("INSERT INTO band_changes (session_id, t, cup, low_kpa, high_kpa, wall) "
+                   "VALUES (?, ?, ?, ?, ?, ?)")
+            with self._tx():
+                self.conn.executemany(sql, rows)
+        return len(rows)
+
+    @_guard
+    def band_changes(self, session_id: int) -> list[dict[str, Any]]:
+        """The bands set during the session, in the order they were set:
+        ``{"t", "cup", "low_kpa", "high_kpa", "wall"}`` (``t``: device s, the
+        band applies to samples after it; None = from the first sample). A
+        read-only file of schema 1 has none."""
+        if self.schema_version < 2:
+            return []
+        rows = self.conn.execute(
+            "SELECT t, cup, low_kpa, high_kpa, wall FROM band_changes WHERE session_id = ? "
+            "ORDER BY id", (session_id,)).fetchall()
+        return [dict(zip(self._BAND_KEYS, r, strict=True)) for r in rows]
+
     # -- calibrations ------------------------------------------------------
     _CAL_COLS = ("id", "device_serial", "cup", "created_wall", "technician", "reference_id",
                  "reference_cert", "ambient", "c0", "c1", "c2", "as_found", "as_left",
@@ -945,6 +1014,52 @@ def event_dict(ev: Any) -> dict[str, Any]:
     if is_dataclass(ev) and not isinstance(ev, type):
         return asdict(ev)
     raise TypeError(f"cannot store an event of type {type(ev).__name__}")
+
+
+def band_change_dict(ch: Any) -> dict[str, Any]:
+    """A band change (a mapping, or an object such as
+    ``monitor.pipeline.BandChange``) as ``{"t", "cup", "low_kpa", "high_kpa", "wall"}``."""
+    if isinstance(ch, Mapping):
+        d = dict(ch)
+    else:
+        d = {k: getattr(ch, k, None) for k in Store._BAND_KEYS}
+    return {k: d.get(k) for k in Store._BAND_KEYS}
+
+
+def session_bands(targets: Any, changes: Iterable[Mapping[str, Any]],
+                  cups: int | None = None) -> dict[int, list[tuple[float | None, float, float]]]:
+    """Each cup's band over the session as steps ``[(t, low, high), ...]``: the
+    band the session started with (``t`` None, from ``targets`` as stored,
+    e.g. ``{"1": [20, 25]}``), then each recorded change (applies to samples
+    after ``t``). Cups 1..``cups`` are always present; a cup with no band
+    known at the start begins with its first change."""
+    out: dict[int, list[tuple[float | None, float, float]]] = {}
+    if isinstance(targets, Mapping):
+        for k, band in targets.items():
+            try:
+                out[int(k)] = [(None, float(band[0]), float(band[1]))]
+            except (ValueError, TypeError, IndexError, KeyError):
+                continue
+    for c in range(1, int(cups or 0) + 1):
+        out.setdefault(c, [])
+    for ch in changes:
+        out.setdefault(int(ch["cup"]), []).append(
+            (None if ch.get("t") is None else float(ch["t"]), float(ch["low_kpa"]),
+             float(ch["high_kpa"])))
+    return dict(sorted(out.items()))
+
+
+def band_at(steps: list[tuple[float | None, float, float]], t: float
+            ) -> tuple[float, float] | None:
+    """The band (low, high) of one cup's :func:`session_bands` steps that
+    applies to a sample at device time ``t`` (None if none is known)."""
+    band = None
+    for t_ch, lo, hi in steps:
+        if t_ch is None or t > t_ch:
+            band = (lo, hi)
+        else:
+            break
+    return band
 
 
 def _scalar(v: Any) -> Any:
