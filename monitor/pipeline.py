@@ -92,12 +92,14 @@ class MonitorPipeline(Listener):
     waits for batch_s of host time since the last check, so fewer, larger
     checks catch up; delivery still waits at most batch_s.
     batch_values: whatever the time rule says, a batch never holds more than
-    this many values (samples x cups; 4096 samples of 16 cups; a larger
-    single block is checked alone). The checker's temporaries grow with the
-    block it checks (~3.4 KB per 16-cup sample), so without this bound a
-    fast source keeping a backlog waiting (a replay) makes each check, and
-    the memory it needs, as big as that backlog. Per sample, checks of
-    2-8k samples of 16 cups cost least; 64k cost about twice as much.
+    this many values (samples x cups: 2048 samples of 16 cups, 4096 of 8; a
+    larger single block is checked alone). The checker's temporaries grow
+    with the block it checks (~3.4 KB per 16-cup sample), so without this
+    bound a fast source keeping a backlog waiting (a replay) makes each
+    check, and the memory it needs, as big as that backlog. Per sample,
+    checks of 16-32k values cost least (their temporaries stay in the CPU
+    caches): 8 cups x 1 kHz, 1.16 us per frame at 32k values against 1.24 at
+    16k and 1.39 at 64k; 64k-sample checks of 16 cups cost twice as much.
     """
 
     idle_interval = 0.05
@@ -106,7 +108,7 @@ class MonitorPipeline(Listener):
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], _dt.datetime] | None = None,
                  wall_anchor: tuple[float, _dt.datetime] | None = None,
-                 batch_s: float = 0.02, batch_values: int = 1 << 16) -> None:
+                 batch_s: float = 0.02, batch_values: int = 1 << 15) -> None:
         self._config = config or MonitorConfig()
         self._clock = clock
         self._wall_clock = wall_clock or (lambda: _dt.datetime.now().astimezone())
