@@ -17,9 +17,11 @@ the reference C firmware core can plug in at either level (``cupsim
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 import numpy as np
 
@@ -48,6 +50,8 @@ from firmware_bridge.protocol import (
 if TYPE_CHECKING:  # the engine is only needed by whoever builds a Simulation
     from sim.engine import SimOutput, Simulation
 
+log = logging.getLogger(__name__)
+
 FORMATS = ("binary", "text")
 #: No host frame for this long (device s) after hearing one -> EVENT HOST_LOST
 #: (docs/protocol.md 3.3; same constant as the C core).
@@ -56,6 +60,16 @@ HOST_LOST_S = 5.0
 RESET_POWER_ON = 0
 #: Gaps between corrupted bytes are drawn this many at a time (see _Corruptor).
 _CORRUPT_BATCH = 256
+
+
+T = TypeVar("T")
+#: An output hook: ``hook(data, samples)`` after every produce call that sent
+#: bytes or took samples. ``data``: exactly the bytes the call returned (what
+#: goes on the line, after the noisy-link model); ``samples``: the
+#: :class:`~sim.engine.SimOutput` of the samples taken (device time µs,
+#: reported and true suction kPa, status, send), or None when none were taken
+#: or the device has no SimOutput (:class:`sim.firmware_device.FirmwareDevice`).
+OutputHook = Callable[[bytes, "SimOutput | None"], None]
 
 
 class ByteDevice(Protocol):
@@ -198,7 +212,59 @@ class _Corruptor:
         return count
 
 
-class VirtualDevice:
+class SharedDevice:
+    """The part of a device that other threads use while a transport runs it:
+    one re-entrant lock held by every produce and receive call,
+    :meth:`call_locked` to act on the device under it, and output hooks
+    (:data:`OutputHook`) to see what it sends. Subclasses call
+    ``super().__init__()``, hold ``self._lock`` around ``receive`` and
+    ``produce*``, and end every produce call with :meth:`_publish_output`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._hooks: list[OutputHook] = []
+
+    def call_locked(self, fn: Callable[[Self], T]) -> T:
+        """Run ``fn(device)`` under the device's lock and return its result.
+
+        The transport's thread produces samples and executes commands under
+        the same lock, so ``fn`` sees a consistent state and a change it makes
+        (e.g. ``d.sim.set_reference(12.0)``) acts from the next sample on,
+        never in the middle of a produce call. ``fn`` runs on the caller's
+        thread and holds up the device while it runs: keep it short. The lock
+        is re-entrant (an output hook may call this)."""
+        with self._lock:
+            return fn(self)
+
+    def add_output_hook(self, hook: OutputHook) -> None:
+        """Call ``hook(data, samples)`` after every produce call that sent
+        bytes or took samples (:data:`OutputHook`): in stream order, on the
+        producing thread, under the device lock (so it must not block; a hook
+        that raises is logged and the device carries on)."""
+        with self._lock:
+            self._hooks.append(hook)
+
+    def remove_output_hook(self, hook: OutputHook) -> None:
+        """Stop calling ``hook``; a hook not added is ignored."""
+        with self._lock:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+    def _publish_output(self, data: bytes, samples: SimOutput | None = None) -> None:
+        """Give every hook what a produce call sent (``samples`` with no rows
+        counts as none); nothing when it sent nothing and took no sample."""
+        if samples is not None and not samples.time_us.shape[0]:
+            samples = None
+        if not self._hooks or not (data or samples is not None):
+            return
+        for hook in list(self._hooks):
+            try:
+                hook(data, samples)
+            except Exception:
+                log.exception("output hook %r of %s failed", hook, type(self).__name__)
+
+
+class VirtualDevice(SharedDevice):
     """A simulated cupmon board: ``receive`` host bytes, ``produce_until`` device bytes.
 
     sim: the Simulation it runs (device clock = ``sim.t_s``).
@@ -208,7 +274,9 @@ class VirtualDevice:
     controller: executes commands (default :class:`SimController`).
 
     Thread-safe: a transport may call ``receive`` and ``produce_until`` from
-    different threads.
+    different threads. Another thread reaches the device state (``sim``,
+    ``counters``) consistently through :meth:`call_locked`, and sees what the
+    device sends through :meth:`add_output_hook`.
     """
 
     def __init__(self, sim: Simulation, fmt: str = "binary", seed: int = 0,
@@ -219,7 +287,7 @@ class VirtualDevice:
         self.fmt = fmt
         self.controller: Controller = controller if controller is not None else SimController(sim)
         self.counters = DeviceCounters()
-        self._lock = threading.RLock()
+        super().__init__()  # the lock and the output hooks (SharedDevice)
         self._decoder = Decoder("binary")
         self._corrupt = _Corruptor(seed)
         self._seq = 0
@@ -272,17 +340,21 @@ class VirtualDevice:
             if t_s <= self.sim.t_s and self._booted and not self._pending:
                 return b""
             out = self._start_output()
+            samples = None
             if t_s > self.sim.t_s:
-                self._emit(self.sim.advance_to(t_s), out)
-            return self._finish_output(out)
+                samples = self.sim.advance_to(t_s)
+                self._emit(samples, out)
+            return self._finish_output(out, samples)
 
     def produce(self, n: int) -> bytes:
         """Advance the simulation by ``n`` samples and return the bytes sent."""
         with self._lock:
             out = self._start_output()
+            samples = None
             if n > 0:
-                self._emit(self.sim.advance(int(n)), out)
-            return self._finish_output(out)
+                samples = self.sim.advance(int(n))
+                self._emit(samples, out)
+            return self._finish_output(out, samples)
 
     # -- commands ---------------------------------------------------------------
     def _command(self, cmd: Command) -> None:
@@ -335,11 +407,13 @@ class VirtualDevice:
         self._pending.clear()
         return out
 
-    def _finish_output(self, out: bytearray) -> bytes:
+    def _finish_output(self, out: bytearray, samples: SimOutput | None = None) -> bytes:
         rate = float(getattr(self.sim, "link_corruption_rate", 0.0) or 0.0)
         self.counters.corrupted_bytes += self._corrupt.apply(out, self.counters.bytes_out, rate)
         self.counters.bytes_out += len(out)
-        return bytes(out)
+        data = bytes(out)
+        self._publish_output(data, samples)
+        return data
 
     def _host_lost_event(self, t_us: np.ndarray) -> list[tuple[int, int, int, int]]:
         """HOST_LOST, stamped 5 s after the last host frame, if that falls in
@@ -463,4 +537,5 @@ def _us(t_s: float) -> int:
 
 
 __all__ = ["ByteDevice", "Controller", "DeviceCounters", "FORMATS", "HOST_LOST_S",
-           "SimConfigError", "SimController", "VirtualDevice", "make_simulation"]
+           "OutputHook", "SharedDevice", "SimConfigError", "SimController", "VirtualDevice",
+           "make_simulation"]

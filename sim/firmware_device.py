@@ -44,7 +44,7 @@ import numpy as np
 from firmware_bridge import cfirmware
 from firmware_bridge.protocol import ALL_CUPS, HEADER_SIZE, InfoFlags, MsgType, SensorModel
 from sim import sensor
-from sim.device import SimConfigError
+from sim.device import SharedDevice, SimConfigError
 from sim.engine import _Core
 
 __all__ = ["FirmwareDevice", "FirmwareCounters"]
@@ -76,7 +76,7 @@ class FirmwareCounters:
     local_refused: int = 0      #: of which the firmware refused (e.g. sensor fault)
 
 
-class FirmwareDevice:
+class FirmwareDevice(SharedDevice):
     """The scenario of ``sim`` run by the C firmware core.
 
     sim: a :class:`sim.engine.Simulation` (its parameters, script, cup count,
@@ -86,6 +86,13 @@ class FirmwareDevice:
         follows ``sim.seed`` like the Python engine.
     firmware: None (this package's C core), a firmware source directory to
         build, or a host library built by ``cfirmware.build_library``.
+
+    Like :class:`sim.device.VirtualDevice` it is a :class:`SharedDevice`:
+    ``receive`` and ``produce*`` run under one lock, :meth:`call_locked` runs
+    a function under it from another thread, and output hooks see every byte
+    it sends (called for the produce calls that sent bytes, with ``samples``
+    None: the samples are the C core's; the true suction of the last one is
+    ``true_suction``).
     """
 
     def __init__(self, sim, fmt: str = "binary", seed: int = 0,
@@ -97,6 +104,7 @@ class FirmwareDevice:
         self.fmt = fmt
         self.cups = cups = int(sim.cups)
         self.counters = FirmwareCounters()
+        super().__init__()  # the lock and the output hooks (SharedDevice)
         script = sim.script
         # The plant: the engine's model of cups, pumps, valves and sensors, without
         # the buttons (they go to the firmware) and without an interlock of its own.
@@ -169,33 +177,40 @@ class FirmwareDevice:
         """Host -> device bytes, at the present device time (the next sample's)."""
         if not data:
             return
-        self.counters.bytes_in += len(data)
-        if self._cut(self.t_s):
-            self.counters.bytes_ignored += len(data)
-            return
-        self.core.set_time(self._t_next % _WRAP)
-        self.core.feed(bytes(data))
-        self._pending += self._link(self.core.read(), self.t_s, allow_drop=False)
+        with self._lock:
+            self.counters.bytes_in += len(data)
+            if self._cut(self.t_s):
+                self.counters.bytes_ignored += len(data)
+                return
+            self.core.set_time(self._t_next % _WRAP)
+            self.core.feed(bytes(data))
+            self._pending += self._link(self.core.read(), self.t_s, allow_drop=False)
 
     def produce_until(self, t_s: float) -> bytes:
         """Run the unit up to device time ``t_s`` (samples before it) and return
         what it sent: queued replies, then samples and events in time order."""
-        out = self._pending
-        self._pending = bytearray()
-        end_us = int(round(float(t_s) * _US))
-        while self._t_next < end_us:
-            out += self._tick()
-        self.counters.bytes_out += len(out)
-        return bytes(out)
+        with self._lock:
+            out = self._pending
+            self._pending = bytearray()
+            end_us = int(round(float(t_s) * _US))
+            while self._t_next < end_us:
+                out += self._tick()
+            return self._finish(out)
 
     def produce(self, n: int) -> bytes:
         """Run ``n`` samples and return what the unit sent."""
-        out = self._pending
-        self._pending = bytearray()
-        for _ in range(int(n)):
-            out += self._tick()
+        with self._lock:
+            out = self._pending
+            self._pending = bytearray()
+            for _ in range(int(n)):
+                out += self._tick()
+            return self._finish(out)
+
+    def _finish(self, out: bytearray) -> bytes:
         self.counters.bytes_out += len(out)
-        return bytes(out)
+        data = bytes(out)
+        self._publish_output(data)
+        return data
 
     # -- one sample -------------------------------------------------------------------
     def _tick(self) -> bytes:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import time
 
 import numpy as np
 import pytest
+import serial
 
 from firmware_bridge import cfirmware
 from firmware_bridge import conditions as C
@@ -18,7 +20,7 @@ from firmware_bridge.protocol import EventCode, InfoFlags, MsgType, SensorModel,
 from monitor.pipeline import MonitorPipeline
 from sim.device import SimConfigError, VirtualDevice, make_simulation
 from sim.firmware_device import FirmwareDevice
-from sim.transports import write_capture
+from sim.transports import PtyTransport, write_capture
 
 pytestmark = pytest.mark.skipif(cfirmware.compiler() is None, reason="no C compiler on PATH")
 
@@ -210,6 +212,49 @@ def test_capture_file_and_firmware_paths(tmp_path):
     assert outs[0] == outs[1] == data
     with pytest.raises(cfirmware.FirmwareBuildError):
         FirmwareDevice(sim, firmware=tmp_path / "nothing-here")
+
+
+def test_firmware_device_output_hook_and_locked_call_over_a_pty():
+    sim = make_simulation("normal", cups=2, rate_hz=100, seed=1, duration_s=60)
+    dev = FirmwareDevice(sim)
+    heard: list[bytes] = []
+    # The samples are the C core's: a hook gets the bytes, and None for them.
+    dev.add_output_hook(lambda data, samples: heard.append(data) if samples is None else None)
+    tr = PtyTransport(dev, speed=4.0, duration_s=8.0)  # ends by itself: nothing cut off
+    dec = Decoder("binary")
+    blocks: list = []
+    chunks: list[bytes] = []
+
+    def read() -> bool:
+        """Read what is there; False once the transport has hung up."""
+        try:
+            data = port.read(4096)
+        except serial.SerialException:
+            return False
+        chunks.append(data)
+        blocks.extend(dec.feed(data).blocks)
+        return bool(data) or not tr.join(0)
+
+    with serial.Serial(tr.path, timeout=0.05) as port:
+        tr.start()
+        try:
+            # Regulating from 2.0 s (the script): vent cup 1 from this thread, and
+            # learn under the same lock the time of the first sample it acts on.
+            deadline = time.monotonic() + 20
+            while not any(b.status[-1, 0] & Status.REGULATING for b in blocks):
+                assert read() and time.monotonic() < deadline
+            vent = encode_command(Command(type=MsgType.VENT, seq=9, mask=0b1))
+            t_next = dev.call_locked(lambda d: (d.receive(vent), d.t_s)[1])
+            while read():  # to the end of the run
+                assert time.monotonic() < deadline
+        finally:
+            tr.stop()
+    assert tr.join(10) and tr.stats.bytes_dropped == 0
+    assert b"".join(chunks) == b"".join(heard) and len(heard) > 10
+    assert t_next < 7.0 and blocks[-1].t[-1] > 7.9
+    t = np.concatenate([b.t for b in blocks])
+    vented = (np.concatenate([b.status for b in blocks])[:, 0] & Status.VALVE_OPEN) > 0
+    assert not vented[(t >= 2.5) & (t < t_next - 1e-7)].any() and vented[t >= t_next - 1e-7].all()
 
 
 def test_settings_the_firmware_cannot_take_are_refused_in_one_line():

@@ -161,7 +161,7 @@ def test_noisy_link_corrupts_counted_bytes_independent_of_chunking():
     assert sum(b.n for b in res.blocks) < one.counters.samples_sent
     # Corruption is the only difference from the same device on a clean link.
     clean_dev = device("noisy_link", seed=2)
-    clean_dev._corrupt.apply = lambda buf, offset, rate: 0  # the link model off, nothing else
+    clean_dev.sim.link_corruption_rate = 0.0  # the link model off, nothing else
     clean = clean_dev.produce_until(end)
     diff = np.frombuffer(whole, np.uint8) != np.frombuffer(clean, np.uint8)
     assert int(diff.sum()) == one.counters.corrupted_bytes

@@ -18,7 +18,7 @@ from firmware_bridge.errors import CommandNacked
 from firmware_bridge.link import SerialLink
 from firmware_bridge.listener import Listener
 from firmware_bridge.messages import Ack, DeviceInfo, LinkState
-from firmware_bridge.protocol import HEADER_SIZE, SYNC, MsgType, NackReason
+from firmware_bridge.protocol import HEADER_SIZE, SYNC, MsgType, NackReason, Status
 from sim.device import VirtualDevice, make_simulation
 from sim.protocol_sim import make_url, parse_url
 from sim.scenarios import SCENARIOS
@@ -170,6 +170,84 @@ def test_pty_can_be_opened_again_and_answers_commands():
             nack = next(m for m in got if getattr(m, "seq", None) == 77)
             assert nack.reason == NackReason.BAD_CUP
     assert tr.join(5)
+
+
+@pytest.mark.parametrize("scenario", ["normal", NOISY])
+def test_output_hook_receives_exactly_the_bytes_read_from_the_pty(scenario):
+    dev = _device(scenario, cups=3)
+    heard: list[tuple[bytes, object]] = []
+    dev.add_output_hook(lambda data, samples: heard.append((data, samples)))
+
+    def broken(data, samples):
+        raise RuntimeError("a hook with a bug")
+
+    dev.add_output_hook(broken)  # logged at every call; the device and other hooks carry on
+    read = _via_pty(dev, 2.0)
+    data = b"".join(d for d, _ in heard)
+    assert read == data and len(data) == dev.counters.bytes_out > 1000
+    # The samples behind the bytes: every sample taken, once, in order.
+    t_us = np.concatenate([s.time_us for _, s in heard if s is not None])
+    assert t_us.shape[0] == dev.counters.samples_sent + dev.counters.samples_dropped
+    assert np.all(np.diff(t_us) == 10_000)
+    if scenario == "normal":  # what the host decodes is what the samples said
+        blocks = Decoder("binary").feed(read).blocks
+        got = np.concatenate([b.suction for b in blocks])
+        sent = np.concatenate([s.suction_kpa for _, s in heard if s is not None])
+        np.testing.assert_allclose(got, sent, atol=0.005)
+    dev.remove_output_hook(broken)
+    n = len(heard)
+    assert dev.produce(5) and len(heard) == n + 1
+
+
+def test_call_locked_change_lands_between_two_samples_of_a_running_pty():
+    dev = _device("normal", cups=2)
+    tr = PtyTransport(dev, speed=4.0, duration_s=30.0)
+    dec = Decoder("binary")
+    blocks: list = []
+    status = Status.REGULATING | Status.VALVE_OPEN
+    with serial.Serial(tr.path, timeout=0.05) as port:
+        tr.start()
+        try:
+            def read_until(cond) -> bool:
+                return wait_until(lambda: blocks.extend(dec.feed(port.read(4096)).blocks)
+                                  or cond())
+
+            # Cup 1 regulates from 2.0 s (the script); vent it from another thread.
+            assert read_until(lambda: any(b.status[-1, 0] & Status.REGULATING for b in blocks))
+            reply, t_next = dev.call_locked(lambda d: (d.sim.vent(0b1), d.sim.t_s))
+            assert reply is None
+            assert read_until(lambda: blocks[-1].t[-1] >= t_next + 0.5)
+        finally:
+            tr.stop()
+    assert tr.join(10)
+    t = np.concatenate([b.t for b in blocks])
+    st = np.concatenate([b.status for b in blocks])[:, 0] & status
+    before, after = (t >= 2.0) & (t < t_next - 1e-7), t >= t_next - 1e-7
+    assert before.any() and after.any()
+    # Regulating up to the last sample before the call, vented from the very next one.
+    assert np.all(st[before] == Status.REGULATING) and np.all(st[after] == Status.VALVE_OPEN)
+
+
+def test_call_locked_holds_the_device_lock_and_hooks_may_reenter():
+    dev = _device("normal", cups=2)
+    other = threading.Event()
+    waiter = threading.Thread(target=lambda: dev.call_locked(lambda d: other.set()))
+
+    def inside(d):
+        waiter.start()
+        # Another thread's locked call cannot run while this one does (not a
+        # sleep for luck: the assertion holds however long the wait).
+        assert not other.wait(0.2)
+        return d.produce(10)
+
+    assert dev.call_locked(inside)
+    assert other.wait(5)
+    waiter.join(5)
+    # A hook runs on the producing thread under the lock: it may call in again.
+    seen = []
+    dev.add_output_hook(lambda data, s: seen.append(dev.call_locked(lambda d: d.counters.bytes_out)))
+    dev.produce(3)
+    assert seen == [dev.counters.bytes_out]
 
 
 class Collect(Listener):
