@@ -76,18 +76,35 @@ class Stats:
         ok = checked & valid
         with np.errstate(invalid="ignore"):
             in_band = ok & (suction >= lo) & (suction <= hi)
+        # Column sums as products with a row vector: one BLAS pass each, where
+        # numpy's axis-0 reductions of an (n, cups) array step cups at a time.
+        ones = np.ones(t.size)
+        self.applied_s += dt @ applied
+        if in_band.all() and not self._out.any():
+            # A steady block: every sample checked, valid and in the band, and no
+            # excursion carried in (so none starts or goes on): the sums alone.
+            n = t.size
+            d = suction - self._ref
+            self.checked_s += dt @ checked
+            self.in_target_s += dt @ in_band
+            self.samples += n
+            self.in_band_samples += n
+            s_d = ones @ d
+            self._sum += s_d
+            self._sum_band += s_d
+            self._sq_band += ones @ (d * d)
+            self.min = np.fmin(self.min, column_fold(suction, np.minimum))
+            self.max = np.fmax(self.max, column_fold(suction, np.maximum))
+            return
+        with np.errstate(invalid="ignore"):
             outside = ok & ~in_band  # ok samples are finite: outside == not in band
             back = ~checked | (valid & (suction >= lo + EXCURSION_HYSTERESIS_KPA)
                                & (suction <= hi - EXCURSION_HYSTERESIS_KPA))
         out = latch(outside, back & ~outside, self._out)
         starts = out & ~prev_rows(out, self._out)
         self._out = out[-1].copy()
-        # Column sums as products with a row vector: one BLAS pass each, where
-        # numpy's axis-0 reductions of an (n, cups) array step cups at a time.
-        ones = np.ones(t.size)
         self.excursions += _count(ones, starts)
         self.excursion_s += dt @ out
-        self.applied_s += dt @ applied
         self.checked_s += dt @ checked
         self.in_target_s += dt @ in_band
         d = np.where(ok, suction - self._ref, 0.0)

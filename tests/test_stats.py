@@ -86,3 +86,28 @@ def test_two_cups_and_json():
 def test_empty_summary_has_nulls():
     (c,) = Stats(1).summary()["cups"]
     assert c["mean_kpa"] is None and c["time_in_target_pct"] is None and c["min_kpa"] is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_split_gives_the_same_summary(seed):
+    # Steady in-band stretches (the shortcut) alternate with excursions, invalid
+    # and unchecked samples (the full path); splitting must not change a figure.
+    rng = np.random.default_rng(seed)
+    n, cups = 3000, 3
+    t = np.cumsum(rng.uniform(0.005, 0.015, n))
+    s = 22.5 + rng.normal(0, 0.4, (n, cups))
+    s[rng.random((n, cups)) < 0.002] += 6.0             # short excursions above the band
+    s[1200:1300, 1] = 19.0                              # a longer one below
+    valid = rng.random((n, cups)) > 0.001
+    checked = np.ones((n, cups), bool)
+    checked[:200] = False                               # pump-down
+    whole, parts = Stats(cups), Stats(cups)
+    lo, hi = np.full(cups, 20.0), np.full(cups, 25.0)
+    whole.update(t, s, valid, checked, checked, lo, hi)
+    cuts = np.sort(rng.choice(np.arange(1, n), 25, replace=False))
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, n], strict=True):
+        parts.update(t[a:b], s[a:b], valid[a:b], checked[a:b], checked[a:b], lo, hi)
+    for w, p in zip(whole.summary()["cups"], parts.summary()["cups"], strict=True):
+        for key, value in w.items():
+            assert p[key] == pytest.approx(value, abs=1e-3), key
+    assert whole.excursions.sum() > 3
