@@ -253,9 +253,9 @@ class Device:
 
     def __init__(self, url: str, sim: bool, baud: int, timeout: float, keep_s: float = 300.0):
         from firmware_bridge.link import SerialLink
-        from monitor.calibration import Sampler, SimHandle, SimLink
+        from monitor.calibration import Sampler, SimHandle
 
-        self.link = SimLink(url) if sim else SerialLink(url, baudrate=baud)
+        self.link = SerialLink(url, baudrate=baud)
         self.sampler = Sampler(keep_s)
         self.link.add_listener(self.sampler)
         self.link.start()  # LinkError (one line) when the port cannot be opened

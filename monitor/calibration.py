@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import calendar
 import collections
-import contextlib
 import datetime as _dt
 import math
 import threading
@@ -51,7 +50,6 @@ import numpy as np
 
 from firmware_bridge.codec import Command, decode_cal_data
 from firmware_bridge.errors import LinkError
-from firmware_bridge.link import SerialLink
 from firmware_bridge.listener import Listener
 from firmware_bridge.messages import DeviceInfo, LinkEvent, LinkState, SampleBlock
 from firmware_bridge.protocol import InfoFlags, MsgType, Status, cup_mask
@@ -407,51 +405,39 @@ def wait_settled(sampler: Sampler, cols: Sequence[int], crit: SettleCriteria, *,
 # The simulator as a bench: set pressure, true (reference) pressure
 # --------------------------------------------------------------------------
 
-class SimLink(SerialLink):
-    """A SerialLink that keeps the pyserial port it opened, so the simulator
-    behind a ``sim://`` URL can be reached (:class:`SimHandle`)."""
-
-    opened_port: Any = None
-
-    def _open(self) -> Any:
-        port = super()._open()
-        self.opened_port = port
-        return port
-
-
 class SimHandle:
     """The Simulation behind a ``sim://`` port: steps the calibration rig
     (``set_reference``) and records the true suction of every sample the
     device produces, so a point's reference is the true mean over the very
-    window its reading was averaged on."""
+    window its reading was averaged on.
+
+    It uses the virtual device's public API only (docs/virtual-device.md):
+    an output hook for the samples, ``call_locked`` for the rig."""
 
     def __init__(self, port: Any, keep_s: float = 600.0) -> None:
-        device = getattr(port, "device", None)
+        device = getattr(port, "device", None)  # sim.protocol_sim.Serial.device
         sim = getattr(device, "sim", None)
-        if sim is None:
+        if sim is None or not hasattr(device, "call_locked"):
             raise CalibrationError("--sim needs the built-in simulator (a sim:// port)")
         self.device, self.sim = device, sim
         self.keep_s = keep_s
         self._lock = threading.Lock()
         self._truth: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
-        original = sim.advance
-
-        def tapped(n: int) -> Any:
-            out = original(n)
-            self._record(out.time_us * 1e-6, out.true_suction_kpa)
-            return out
-
-        # Simulation.advance_to and VirtualDevice both call sim.advance, so an
-        # instance attribute sees every sample. (Asked of the simulator
-        # engineers: a public output hook, then this goes.)
-        sim.advance = tapped
+        device.add_output_hook(self._on_output)
 
     @classmethod
     def of(cls, link: Source) -> SimHandle:
-        port = getattr(link, "opened_port", None)
+        """The handle of a started ``SerialLink`` on a ``sim://`` URL."""
+        port = getattr(link, "port", None)
         if port is None:
-            raise CalibrationError("the simulator is reachable only through a SimLink")
+            raise CalibrationError("the simulator is reachable only through an open "
+                                   "SerialLink on a sim:// URL")
         return cls(port)
+
+    def _on_output(self, _data: bytes, samples: Any) -> None:
+        # The device's producing thread, under its lock: every sample taken, in order.
+        if samples is not None:
+            self._record(samples.t_s, samples.true_suction_kpa)
 
     def _record(self, t: np.ndarray, true: np.ndarray) -> None:
         if t.shape[0] == 0:
@@ -461,19 +447,16 @@ class SimHandle:
             while len(self._truth) > 1 and self._truth[0][0][-1] < t[-1] - self.keep_s:
                 self._truth.popleft()
 
-    def _device_lock(self) -> Any:
-        # The virtual device advances the simulation under its own lock on the
-        # reader thread; a rig step must not land in the middle of that.
-        lock = getattr(self.device, "_lock", None)
-        return lock if lock is not None else contextlib.nullcontext()
-
     def set_reference(self, kpa: float) -> float:
         """Drive the calibration rig's chamber to ``kpa`` suction; returns the
         device time (s) from which the new set point acts."""
+        def step(d: Any) -> float:
+            # Under the device lock: never in the middle of a produced chunk.
+            d.sim.set_reference(float(kpa))
+            return float(d.sim.t_s)
+
         try:
-            with self._device_lock():
-                self.sim.set_reference(float(kpa))
-                return float(self.sim.t_s)
+            return float(self.device.call_locked(step))
         except ValueError as exc:
             raise CalibrationError(f"simulator: {exc}") from None
 
@@ -481,8 +464,7 @@ class SimHandle:
     def now_s(self) -> float:
         """Device time of the simulator's next sample (s): ahead of what a
         listener has received, by however far the link lags."""
-        with self._device_lock():
-            return float(self.sim.t_s)
+        return float(self.device.call_locked(lambda d: d.sim.t_s))
 
     def true_mean(self, col: int, t0: float, t1: float) -> float:
         """Mean true suction of column ``col`` over device times [t0, t1], kPa."""

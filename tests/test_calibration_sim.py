@@ -26,7 +26,6 @@ from monitor.calibration import (
     SettleCriteria,
     SimBench,
     SimHandle,
-    SimLink,
     SimReference,
     make_plan,
     read_device_cal,
@@ -42,8 +41,8 @@ FAST = SettleCriteria(band_kpa=0.1, time_s=1.0, timeout_s=30.0)
 
 
 @contextlib.contextmanager
-def device(url, sim_link=True):
-    link = SimLink(url) if sim_link else SerialLink(url)
+def device(url):
+    link = SerialLink(url)
     sampler = Sampler()
     link.add_listener(sampler)
     link.start()
@@ -91,7 +90,7 @@ def test_device_applied_calibration_is_written_checked_and_restored_on_connect(t
     # A fresh device of the same serial holds no coefficients: on connect they
     # are written, and the host corrects nothing (never both).
     statuses = []
-    link = SimLink(url)
+    link = SerialLink(url)
     notifier = apply_calibration_on_connect(link, db=db, on_status=statuses.append)
     sampler = Sampler()
     link.add_listener(sampler)
@@ -256,3 +255,28 @@ def test_stop_ends_the_procedure_keeping_the_points_taken():
         assert 2 <= len(points) < 13
         assert [p.index for p in points] == list(range(1, len(points) + 1))
         assert any("points taken so far are kept" in line for line in said.lines)
+
+
+def test_sim_handle_records_every_sample_the_open_link_takes_and_needs_a_sim_port():
+    url = make_url("calibration_rig", cups=2, rate=100, seed=2, speed=SPEED)
+    with device(url) as (link, sampler):
+        h = SimHandle.of(link)           # through SerialLink.port and the device's output hook
+        assert h.device is link.port.device
+        t_set = h.set_reference(15.0)    # under the device lock: from the next sample
+        readings = wait_settled(sampler, [0, 1], FAST, after_t=t_set)
+        t, true = h.truth(t_set - 1e-7, readings[0].t1)
+        assert t[0] == pytest.approx(t_set) and np.all(np.diff(t) == pytest.approx(0.01))
+        assert true.shape == (t.shape[0], 2)
+        # No sensor error in this rig: the true mean is what the device read, over that window.
+        assert abs(h.true_mean(0, readings[0].t0, readings[0].t1) - readings[0].mean_kpa) <= 0.05
+        assert 14.0 < readings[0].mean_kpa < 15.5
+        assert h.now_s >= readings[0].t1
+    with pytest.raises(CalibrationError, match="open SerialLink"):
+        SimHandle.of(link)               # stopped: no port
+    loop = SerialLink("loop://", keepalive=None)
+    loop.start()
+    try:
+        with pytest.raises(CalibrationError, match="built-in simulator"):
+            SimHandle.of(loop)
+    finally:
+        loop.stop()

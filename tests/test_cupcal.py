@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 import sim  # noqa: F401 - registers sim://
+from firmware_bridge.link import SerialLink
 from monitor.cal_apply import apply_calibration_on_connect
 from monitor.calcli import main
-from monitor.calibration import Sampler, SettleCriteria, SimHandle, SimLink, wait_settled
+from monitor.calibration import Sampler, SettleCriteria, SimHandle, wait_settled
 from sim.protocol_sim import make_url
 
 CUPCAL = str(Path(sys.executable).parent / "cupcal")
@@ -61,7 +62,7 @@ def test_offset_and_gain_error_fails_as_found_passes_as_left_and_applies_on_next
     # sensor still reads 1.05 x + 1.2 (24.3 kPa at 22 kPa).
     url = make_url("calibration_rig", cups=2, rate=100, seed=7, speed=40,
                    sensor_offset_kpa=1.2, sensor_gain=1.05)
-    link = SimLink(url)
+    link = SerialLink(url)
     statuses = []
     notifier = apply_calibration_on_connect(link, db=db, on_status=statuses.append)
     sampler = Sampler()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import sim  # noqa: F401 - registers sim://
-from monitor.calibration import Sampler, SimHandle, SimLink
+from firmware_bridge.link import SerialLink
+from monitor.calibration import Sampler, SimHandle
 from monitor.pumptest import (
     CupPumpResult,
     PumpTestCriteria,
@@ -64,7 +65,7 @@ def test_criteria_default_to_the_published_figures_scaled_to_the_hold():
 
 @contextlib.contextmanager
 def device(url):
-    link = SimLink(url)
+    link = SerialLink(url)
     sampler = Sampler()
     link.add_listener(sampler)
     link.start()

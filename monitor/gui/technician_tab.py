@@ -403,15 +403,12 @@ class _Device:
 
     def __init__(self, url: str, text: bool = False) -> None:
         from firmware_bridge.link import SerialLink
-        from monitor.calibration import Sampler, SimHandle, SimLink
+        from monitor.calibration import Sampler, SimHandle
 
         sim = url.startswith("sim://")
         if sim:
             import sim as _sim  # noqa: F401 - registers sim://
-        if text:
-            self.link: Any = SerialLink(url, mode="text")
-        else:
-            self.link = SimLink(url) if sim else SerialLink(url)
+        self.link: Any = SerialLink(url, mode="text" if text else "auto")
         self.sampler = Sampler(300.0)
         self.link.add_listener(self.sampler)
         self.link.start()
