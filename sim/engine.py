@@ -282,7 +282,10 @@ class _Core:
         self.seg_us[cols] = self.anc_us[cols] + np.maximum(lim_us, 1).astype(np.int64)
 
     # --- actions and commands ----------------------------------------------------------
-    def _apply_due(self, j: int, us: int) -> None:
+    def apply_due(self, j: int, us: int) -> None:
+        """Apply the scripted actions of cup index ``j`` due at or before
+        device time ``us`` (µs, unwrapped), in order; ``act_us[j]`` then holds
+        the time of its next one. The caller re-anchors the cup's segment."""
         acts = self.actions[j]
         while acts and acts[0][0] <= us:
             _, _, kind, value = acts.pop(0)
@@ -407,7 +410,7 @@ class _Core:
             due = np.flatnonzero(act & (act_k <= nxt))
             if due.size:
                 for j in due:
-                    self._apply_due(int(j), int(us_n[j]))
+                    self.apply_due(int(j), int(us_n[j]))
                 self.anchor(due, us_n[due])
                 act_k[due] = clock.k_at(self.act_us[due])
             seg_k = clock.k_at(self.seg_us)

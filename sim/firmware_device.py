@@ -224,7 +224,7 @@ class FirmwareDevice(SharedDevice):
         # the script: conditions due at this sample act from it on
         due = np.flatnonzero(plant.act_us <= t_us)
         for j in due:
-            plant._apply_due(int(j), t_us)
+            plant.apply_due(int(j), t_us)
         if due.size:
             plant.anchor(due, np.full(due.size, t_us, dtype=np.int64))
         while self._bi < len(self._buttons) and self._buttons[self._bi][0] <= t_us:
