@@ -85,7 +85,7 @@ def test_over_suction_raises_high_and_acknowledge_clears_the_latch(qtbot, window
     qtbot.keyClick(win, QtCore.Qt.Key.Key_F2)                            # acknowledge
     qtbot.waitUntil(lambda: not any(a.condition == C.OVER_SUCTION
                                     for a in win.pipeline.snapshot().alarms), timeout=3000)
-    assert not win.banner._flashing
+    assert not win.banner.flashing
     # The alarm log has the whole story, newest first.
     qtbot.waitUntil(lambda: any(r[4] == "acknowledged" for r in win.alarm_log.model.rows()),
                     timeout=3000)
@@ -118,7 +118,7 @@ def test_vent_and_start_round_trip_show_sending_then_the_ack(qtbot, window):
     assert win.controls.command_reason == "" and win.controls.vent_button.isEnabled()
     seen = Seen(win)
     qtbot.mouseClick(win.tiles.tiles[0], QtCore.Qt.MouseButton.LeftButton)  # select cup 1
-    assert win.controls.cup == 1 and win.tiles.tiles[0]._selected
+    assert win.controls.cup == 1 and win.tiles.tiles[0].selected
     qtbot.mouseClick(win.controls.vent_button, QtCore.Qt.MouseButton.LeftButton)
     assert seen.texts[0] == "Vent cup 1: sending…"          # shown before any answer
     qtbot.waitUntil(lambda: _states(win)[0] == "Released", timeout=WAIT_MS)
@@ -138,7 +138,7 @@ def test_a_band_follows_into_the_monitor_and_a_nack_shows_its_reason(qtbot, wind
     _connect(qtbot, win, "sim://normal?cups=2&speed=4&hard_limit_kpa=28", 2)
     c = win.controls
     c.select_cup(2)
-    assert win.tiles.tiles[1]._selected
+    assert win.tiles.tiles[1].selected and not win.tiles.tiles[0].selected  # one outline
     c.set_band_values(21.0, 24.0)
     assert c.band_button.isEnabled()
     seen = Seen(win)

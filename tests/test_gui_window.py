@@ -154,9 +154,9 @@ def test_alarm_end_to_end_and_acknowledge(qtbot, make_window):
     tile = win.tiles.tiles[1]
     assert tile.state_label.text() == "Over suction" and tile.value_label.text() == "28.0"
     assert win.banner.message_label.text().startswith("Cup 2")
-    assert win.banner._flashing
+    assert win.banner.flashing
     qtbot.keyClick(win, QtCore.Qt.Key.Key_F2)                  # acknowledge
-    qtbot.waitUntil(lambda: not win.banner._flashing, timeout=3000)
+    qtbot.waitUntil(lambda: not win.banner.flashing, timeout=3000)
     assert all(a.acknowledged for a in win.pipeline.snapshot().alarms if a.cup == 2)
 
 

@@ -116,6 +116,12 @@ class AlarmBanner(QtWidgets.QFrame):
         """Priority shown (the highest listed), None when no alarm."""
         return self._priority
 
+    @property
+    def flashing(self) -> bool:
+        """True while the banner flashes: a high or medium alarm of the shown
+        priority is still unacknowledged (the flash period is the Flasher's)."""
+        return self._flashing
+
     def set_audio_note(self, text: str) -> None:
         """A standing note, e.g. "No audio device: alarms are visual only"."""
         self.note_label.setText(text)

@@ -87,7 +87,7 @@ def _bright_phase(win: MainWindow, timeout_s: float = 1.5) -> None:
     """Wait for the bright half of a flashing alarm, so a still picture shows
     its colour rather than the dark half of the flash."""
     prio = win.banner.priority
-    if prio is None or not win.banner._flashing or win.flasher.is_on(prio):
+    if prio is None or not win.banner.flashing or win.flasher.is_on(prio):
         return
     loop = QtCore.QEventLoop()
 

@@ -257,6 +257,11 @@ class CupTile(QtWidgets.QFrame):
             row -= badge.fontMetrics().horizontalAdvance(text) + 8 + 4
         pick(self.time_label, times, row)
 
+    @property
+    def selected(self) -> bool:
+        """True when the tile is outlined as the one the controls act on."""
+        return self._selected
+
     def set_selected(self, selected: bool) -> None:
         """Outline the tile the controls act on."""
         if selected != self._selected:
