@@ -311,6 +311,7 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
         r.speedChanged.connect(self.set_replay_speed)
         r.playToggled.connect(self.toggle_replay)
         r.closeRequested.connect(self.close_replay)
+        r.summaryRequested.connect(self.show_replay_summary)
 
     # -------------------------------------------------------------- settings
     def _restore_settings(self) -> None:
@@ -818,6 +819,7 @@ class MainWindow(SessionActions, ReviewActions, QtWidgets.QMainWindow):
             try:
                 if rec.session_id is not None:
                     pipeline.remove_event_sink(rec.record_event)
+                    pipeline.remove_band_sink(rec.record_band_change)
                     rec.set_summary(pipeline.stats_summary())
                 src.remove_listener(rec)
                 rec.stop()

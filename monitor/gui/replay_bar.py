@@ -1,11 +1,16 @@
 """The replay bar: which session is playing, play/pause, speed (1x, 10x,
 max) and a timeline over the session's whole device-time span.
 
-The timeline marks every recorded alarm (raised) in its priority's colour,
-shades what has been played, and seeks when clicked or dragged (on release;
-arrow keys step 10 s, Page Up/Down 1 min). The window does the seeking: it
-restarts the replay at the chosen time with a pre-roll of one trace window
-(docs/gui.md, "Replay and the timeline").
+The timeline marks every recorded alarm (raised) in its priority's colour
+and every band set during the recording (a short light-blue tick below the
+track), shades what has been played, and seeks when clicked or dragged (on
+release; arrow keys step 10 s, Page Up/Down 1 min). The window does the
+seeking: it restarts the replay at the chosen time with a pre-roll of one
+trace window (docs/gui.md, "Replay and the timeline").
+
+The statistics label says which stretch the tiles' "% in band" covers (the
+whole session so far, or only from the seek's pre-roll on), and *Summary…*
+opens the whole session's summary.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from .tiles import clock
 
 #: (label, device seconds per wall second; None = as fast as possible).
 SPEEDS: tuple[tuple[str, float | None], ...] = (("1x", 1.0), ("10x", 10.0), ("max", None))
+#: Colour of a band-change tick on the timeline.
+BAND_MARK = "#81d4fa"
 
 
 class Timeline(QtWidgets.QWidget):
@@ -32,6 +39,7 @@ class Timeline(QtWidgets.QWidget):
         self.position: float | None = None
         self._drag: float | None = None
         self._marks: list[tuple[float, str]] = []
+        self._band_marks: list[float] = []
         self.setMinimumHeight(22)
         self.setMinimumWidth(160)
         self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
@@ -54,6 +62,15 @@ class Timeline(QtWidgets.QWidget):
         """(device t, priority) of the alarms to mark."""
         self._marks = [(float(t), str(p)) for t, p in marks]
         self.update()
+
+    def set_band_marks(self, times: Iterable[float]) -> None:
+        """Device times at which a band was set during the recording."""
+        self._band_marks = [float(t) for t in times]
+        self.update()
+
+    @property
+    def band_marks(self) -> list[float]:
+        return list(self._band_marks)
 
     @property
     def dragging(self) -> float | None:
@@ -85,6 +102,10 @@ class Timeline(QtWidgets.QWidget):
             x = self._x(t)
             p.setPen(QtGui.QPen(QtGui.QColor(severity_colors(prio)[0]), 2))
             p.drawLine(QtCore.QPointF(x, 2), QtCore.QPointF(x, h - 2))
+        p.setPen(QtGui.QPen(QtGui.QColor(BAND_MARK), 2))
+        for t in self._band_marks:
+            x = self._x(t)
+            p.drawLine(QtCore.QPointF(x, h / 2 + 5), QtCore.QPointF(x, h))
         if pos is not None:
             x = self._x(pos)
             p.setPen(QtGui.QPen(QtGui.QColor("#ffffff"), 3))
@@ -134,6 +155,7 @@ class ReplayBar(QtWidgets.QFrame):
     speedChanged = QtCore.Signal(object)     # float or None (as fast as possible)
     playToggled = QtCore.Signal()
     closeRequested = QtCore.Signal()
+    summaryRequested = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -156,6 +178,11 @@ class ReplayBar(QtWidgets.QFrame):
         self.time_label.setMinimumWidth(96)
         self.time_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight
                                      | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        self.stats_label = QtWidgets.QLabel("")
+        self.stats_label.setObjectName("statsWindow")
+        self.summary_button = QtWidgets.QPushButton("Summary…")
+        self.summary_button.setToolTip("The whole session's statistics per cup (time in "
+                                       "target, mean, min, max, excursions)")
         self.close_button = QtWidgets.QPushButton("Close replay")
         row = QtWidgets.QHBoxLayout(self)
         row.setContentsMargins(6, 2, 6, 2)
@@ -166,10 +193,13 @@ class ReplayBar(QtWidgets.QFrame):
         row.addWidget(self.speed_box)
         row.addWidget(self.timeline, 1)
         row.addWidget(self.time_label)
+        row.addWidget(self.stats_label)
+        row.addWidget(self.summary_button)
         row.addWidget(self.close_button)
         self.timeline.seekRequested.connect(self.seekRequested)
         self.play_button.clicked.connect(self.playToggled)
         self.close_button.clicked.connect(self.closeRequested)
+        self.summary_button.clicked.connect(self.summaryRequested)
         self.speed_box.currentIndexChanged.connect(
             lambda i: self.speedChanged.emit(self.speed_box.itemData(i)))
 
@@ -195,6 +225,39 @@ class ReplayBar(QtWidgets.QFrame):
         self.timeline.set_span(t0, t1)
         self.timeline.set_marks(marks)
         self.show_position(t0)
+
+    def set_band_changes(self, changes: Iterable[tuple[float, str]]) -> None:
+        """(device t, text) of the bands set during the recording: ticks on
+        the timeline, listed in its tooltip."""
+        changes = list(changes)
+        self.timeline.set_band_marks(t for t, _ in changes)
+        tip = ("Session timeline: click or drag to review any moment (arrows: 10 s, "
+               "Page Up/Down: 1 min); coloured marks are alarms")
+        if changes:
+            tip += ", light-blue ticks below are band changes:\n" + "\n".join(
+                f"{clock(t - self.timeline.t0)}  {text}" for t, text in changes)
+        self.timeline.setToolTip(tip)
+
+    def show_stats_window(self, t_from: float | None) -> None:
+        """Say what the tiles' statistics ("% in band") cover: the whole
+        session so far (``t_from`` None), or only from device time ``t_from``
+        on (a seek's pre-roll: the replay's pipeline starts there)."""
+        t0 = self.timeline.t0
+        if t_from is None or t_from <= t0:
+            self.stats_label.setText("% in band: whole session")
+            self.stats_label.setStyleSheet("")
+            self.stats_label.setToolTip(
+                "The tiles' \"% in band\" counts from the start of the session to the "
+                "position shown. Summary… gives the whole session's figures.")
+        else:
+            since = clock(t_from - t0)
+            self.stats_label.setText(f"% in band: from {since} only")
+            self.stats_label.setStyleSheet("color: #ffd54f; font-weight: bold;")
+            self.stats_label.setToolTip(
+                f"After a seek the replay starts {since} into the session (one trace window "
+                "before the chosen time), so the tiles' \"% in band\", time on the skin and "
+                "dwell alarms count from there, not from the start. Summary… gives the whole "
+                "session's figures; Play again from the start counts the whole session.")
 
     def show_position(self, t: float | None) -> None:
         tl = self.timeline

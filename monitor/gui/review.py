@@ -14,6 +14,8 @@ from firmware_bridge.source import Source
 from monitor.config import ConfigError, MonitorConfig
 from monitor.errors import user_message
 
+from .tiles import clock
+
 #: A replay's pre-roll (the unpaced stretch before a seek point) is at most one
 #: trace window and at most this many values (samples x cups): ~2 min at 16
 #: cups x 1 kHz, the whole 10-min window at 4 cups x 100 Hz.
@@ -40,6 +42,10 @@ class ReplayState:
     t1: float
     events: list[dict[str, Any]] = field(default_factory=list)
     speed: float | None = 1.0
+    #: Bands set during the recording (``Store.band_changes``), in order.
+    band_changes: list[dict[str, Any]] = field(default_factory=list)
+    #: Device time the replay's statistics count from (the start, or a seek's pre-roll).
+    stats_from: float = 0.0
     playing: bool = False
     ended: bool = False
     position: float = 0.0
@@ -60,7 +66,55 @@ class ReplayState:
         for key in ("therapist", "patient", "notes", "source"):
             if s.get(key):
                 parts.append(f"{key}: {s[key]}")
+        targets = s.get("targets")
+        if isinstance(targets, dict) and targets:
+            parts.append("bands at the start: " + ", ".join(
+                f"cup {k} {_band_text(v)}" for k, v in sorted(targets.items(), key=_cup_key)))
+        for text in self.band_change_texts():
+            parts.append(f"band set at {text[0]}: {text[1]}")
         return "\n".join(parts)
+
+    def band_change_texts(self) -> list[tuple[str, str]]:
+        """("m:ss" into the session, "cup 2 18–23 kPa") per band change."""
+        out = []
+        for ch in self.band_changes:
+            t = ch.get("t")
+            when_ = "start" if t is None else clock(max(0.0, float(t) - self.t0))
+            out.append((when_, f"cup {ch['cup']} "
+                               f"{_band_text((ch['low_kpa'], ch['high_kpa']))}"))
+        return out
+
+
+def _band_text(band: Any) -> str:
+    try:
+        return f"{float(band[0]):g}–{float(band[1]):g} kPa"
+    except (TypeError, ValueError, IndexError):
+        return str(band)
+
+
+def _cup_key(item: tuple[Any, Any]) -> tuple[int, str]:
+    k = str(item[0])
+    return (int(k), k) if k.isdigit() else (1 << 30, k)
+
+
+def summary_from_store(db: Path, session_id: int, config: MonitorConfig) -> dict[str, Any]:
+    """The whole session's statistics recomputed from its stored samples (for
+    a session whose recording ended without storing one, e.g. interrupted):
+    the session replayed as fast as possible, with the bands that applied,
+    into a pipeline that judges no host-clock silences. Runs on a worker."""
+    from monitor.pipeline import MonitorPipeline
+    from monitor.replay import SessionReplaySource
+
+    pipe = MonitorPipeline(config, clock=lambda: 0.0)
+    src = SessionReplaySource(db, session_id, speed=None)
+    src.add_listener(pipe)
+    src.start()
+    try:
+        if not src.wait_done(600.0):
+            raise TimeoutError(f"session {session_id}: the statistics took too long")
+    finally:
+        src.stop()
+    return pipe.stats_summary()
 
 
 class ReviewActions:
@@ -73,14 +127,14 @@ class ReviewActions:
         gives a timeline over its whole span. The database is read on a worker."""
         db = self.db_path
 
-        def work() -> tuple[dict, dict, list]:
+        def work() -> tuple[dict, dict, list, list]:
             from monitor.store import Store
 
             with Store(db, create=False) as store:
                 return (store.get_session(session_id), store.data_stats(session_id),
-                        store.events(session_id))
+                        store.events(session_id), store.band_changes(session_id))
 
-        def done(res: tuple[dict, dict, list] | None, exc: BaseException | None) -> None:
+        def done(res: tuple[dict, dict, list, list] | None, exc: BaseException | None) -> None:
             if exc is not None:
                 msg = user_message(exc)
                 self.sessions.show_message(msg, bad=True)
@@ -89,7 +143,7 @@ class ReviewActions:
                 self.last_error, self.last_exception = msg, exc
                 return
             assert res is not None
-            session, data, events = res
+            session, data, events, bands = res
             if data.get("t_min") is None:
                 msg = f"session {session_id} holds no samples to replay"
                 self.sessions.show_message(msg, bad=True)
@@ -97,6 +151,7 @@ class ReviewActions:
                 return
             self._enter_replay(ReplayState(session_id, db, session, float(data["t_min"]),
                                            float(data["t_max"]), events, speed,
+                                           band_changes=bands,
                                            position=float(data["t_min"])))
 
         self.statusBar().showMessage(f"Opening session {session_id}…")
@@ -112,6 +167,10 @@ class ReviewActions:
         marks = [(float(e["t"]), str(e.get("priority") or "low")) for e in state.events
                  if e.get("event") == "raised" and isinstance(e.get("t"), int | float)]
         self.replay_bar.set_session(state.title, state.t0, state.t1, marks)
+        self.replay_bar.set_band_changes(
+            (state.t0 if ch.get("t") is None else float(ch["t"]), text)
+            for ch, (_when, text) in zip(state.band_changes, state.band_change_texts(),
+                                         strict=True))
         self.replay_bar.title.setToolTip(state.description)
         self.replay_bar.set_speed(state.speed)
         self.replay_bar.show()
@@ -164,6 +223,10 @@ class ReviewActions:
         self.replay_bar.show_position(t)
         preroll = self._preroll_s(r)
         speed = r.speed
+        # The replay's pipeline (tiles' "% in band", time on, dwell) starts
+        # where the replay does: the bar says so.
+        r.stats_from = r.t0 if t - preroll <= r.t0 else t - preroll
+        self.replay_bar.show_stats_window(None if r.stats_from <= r.t0 else r.stats_from)
 
         def work() -> Source:
             from monitor.replay import SessionReplaySource
@@ -217,6 +280,41 @@ class ReviewActions:
             self.replay_bar.show_position(r.position)
         else:
             self._play_from(r.t0 if r.ended else r.position)
+
+    def show_replay_summary(self) -> None:
+        """The whole session's statistics (the replay bar's *Summary…*): the
+        summary stored when the recording ended, or, if none was (an
+        interrupted recording), computed from the stored samples on a worker."""
+        r = self.replay
+        if r is None:
+            return
+        config = self._replay_config(r)
+
+        def work() -> tuple[dict, dict, bool]:
+            from monitor.recorder import summary_items
+            from monitor.store import Store
+
+            with Store(r.db, create=False) as store:
+                session, stored = store.get_session(r.session_id), store.summaries(r.session_id)
+            if any(c > 0 for c in stored):
+                return session, stored, False
+            return session, dict(summary_items(summary_from_store(
+                r.db, r.session_id, config))), True
+
+        def done(res: tuple[dict, dict, bool] | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                self.statusBar().showMessage(f"Summary: {user_message(exc)}", 30000)
+                return
+            assert res is not None
+            session, summaries, computed = res
+            dlg = self.show_summary(session, summaries)
+            if computed:
+                dlg.show_export_result("No summary was stored with this session (the "
+                                       "recording did not end normally): computed from "
+                                       "its stored samples.", True)
+
+        self.statusBar().showMessage(f"Reading the summary of session {r.session_id}…")
+        self.io.submit(work, done)
 
     def close_replay(self) -> None:
         """Leave the review: stop the replay, back to an empty live view."""

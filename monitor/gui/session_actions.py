@@ -90,6 +90,7 @@ class SessionActions:
             sid = rec.start_session()         # opens the database: StoreError is one line
             pipeline.reset_stats()
             pipeline.add_event_sink(rec.record_event)
+            pipeline.add_band_sink(rec.record_band_change)   # a band set while recording
             source.add_listener(rec)
             return sid
 
@@ -128,6 +129,7 @@ class SessionActions:
             if sid is None:
                 raise rec.error or RuntimeError("the recording never started")
             pipeline.remove_event_sink(rec.record_event)
+            pipeline.remove_band_sink(rec.record_band_change)
             rec.set_summary(pipeline.stats_summary())
             source.remove_listener(rec)   # -> rec.stop(): everything stored, completed
             rec.stop()
