@@ -139,8 +139,10 @@ def _errno_of(exc: BaseException) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _device_path(url: str) -> str | None:
-    """The filesystem path behind ``url`` (``spy://`` wraps one), else None."""
+def device_path(url: str) -> str | None:
+    """The filesystem path behind a port URL, else None: ``/dev/ttyACM0`` ->
+    itself, ``spy:///dev/ttyACM0?file=x`` -> ``/dev/ttyACM0``, any other
+    ``scheme://`` URL (``socket://``, ``sim://``, ``loop://``) -> None."""
     if url.startswith("spy://"):
         url = url[len("spy://"):].split("?", 1)[0]
     return None if "://" in url else url
@@ -186,7 +188,7 @@ def classify_open_error(url: str, exc: BaseException) -> LinkError:
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO) or "filenotfounderror" in lowered:
         return PortNotFound(url, _existing_ports())
     if code in (errno.EACCES, errno.EPERM):
-        return PermissionDenied(url, _group_of(_device_path(url)))
+        return PermissionDenied(url, _group_of(device_path(url)))
     if code in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT):
         return LinkError(f"cannot connect to {url}: {os.strerror(code).lower()}: "
                          "is the device server running and the address right?")

@@ -34,8 +34,8 @@ from .errors import (
     NoValidData,
     PortNotFound,
     UnsupportedProtocol,
-    _device_path,
     classify_open_error,
+    device_path,
 )
 from .listener import Notifier
 from .messages import Ack, DeviceInfo, LinkState, LinkStats, Nack, SampleBlock
@@ -434,14 +434,14 @@ class SerialLink(Source):
         else:
             self._backoff = BACKOFF_FIRST_S
         self._next_attempt = now + self._backoff
-        self._path_id = _path_identity(_device_path(self.url))
+        self._path_id = _path_identity(device_path(self.url))
         self._outage_error = ""
         self._publish_state(LinkState.RECONNECTING, f"waiting for {self.url} to come back")
 
     def _try_reconnect(self) -> None:
         now = time.monotonic()
         self._tracker.poll(now)
-        path = _device_path(self.url)
+        path = device_path(self.url)
         ident = _path_identity(path)
         # A device node that appears, or is replaced by another (a symlink
         # re-pointed, a node re-created by udev), is worth trying at once.

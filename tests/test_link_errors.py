@@ -16,6 +16,7 @@ from firmware_bridge.errors import (
     PortBusy,
     PortNotFound,
     classify_open_error,
+    device_path,
 )
 from firmware_bridge.link import SerialLink
 from firmware_bridge.messages import LinkState
@@ -70,6 +71,18 @@ def test_second_exclusive_open_is_port_busy():
             assert again.wait_connected(5)
     finally:
         dev2.close()
+
+
+@pytest.mark.parametrize("url, path", [
+    ("/dev/ttyACM0", "/dev/ttyACM0"),
+    ("COM3", "COM3"),
+    ("spy:///dev/ttyUSB0?file=trace.txt", "/dev/ttyUSB0"),
+    ("socket://127.0.0.1:5333", None),
+    ("sim://normal?cups=2", None),
+    ("loop://", None),
+])
+def test_device_path_is_the_file_behind_a_url(url, path):
+    assert device_path(url) == path
 
 
 def test_unknown_url_scheme_is_explained():
