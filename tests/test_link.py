@@ -115,8 +115,13 @@ def test_vanishing_port_reconnects_with_gap_and_no_invented_samples(tmp_path, cu
     link = _link(port, c)
     dev2 = None
     try:
+        assert link.port is None                                  # not started
         link.start()
         assert link.wait_connected(5)
+        opened = link.port                                        # the pyserial port, public
+        assert opened is not None and opened.is_open and opened.port == port
+        with pytest.raises(AttributeError):
+            link.port = None                                      # read-only
         data, first = dev.samples(30)
         dev.write(data)
         assert c.wait(lambda c: c.n_samples >= 30)
@@ -126,6 +131,7 @@ def test_vanishing_port_reconnects_with_gap_and_no_invented_samples(tmp_path, cu
         dev.close()  # unplugged: the link's reads fail
         assert c.wait(lambda c: LinkState.RECONNECTING in c.states())
         assert not link.wait_connected(0)
+        assert link.port is None and not opened.is_open           # away: no port
         dev2 = PtyDevice()
         # Seq and clock continue as if nothing happened: only the link knows
         # there was an outage, and it must still mark the gap.
@@ -133,6 +139,8 @@ def test_vanishing_port_reconnects_with_gap_and_no_invented_samples(tmp_path, cu
         repoint(port, dev2.path)
         assert c.wait(lambda c: c.events(LinkState.RECONNECTED))
         assert link.wait_connected(1)
+        again = link.port                                         # a new port object
+        assert again is not None and again is not opened and again.is_open
         data, second = dev2.samples(20)
         dev2.write(data)
         assert c.wait(lambda c: c.n_samples >= 50)
@@ -142,6 +150,7 @@ def test_vanishing_port_reconnects_with_gap_and_no_invented_samples(tmp_path, cu
         dev.close()
         if dev2 is not None:
             dev2.close()
+    assert link.port is None and not again.is_open                # stopped
     states = c.states()
     lost = states.index(LinkState.LOST)
     assert states[lost:lost + 2] == [LinkState.LOST, LinkState.RECONNECTING]
@@ -152,37 +161,6 @@ def test_vanishing_port_reconnects_with_gap_and_no_invented_samples(tmp_path, cu
     assert after[0].gap_before
     assert stats.reconnects == 1
     assert c.events(LinkState.RECONNECTED)[0].info == INFO
-
-
-def test_port_is_the_open_pyserial_port_none_while_away_and_new_after_reconnect(tmp_path):
-    dev = PtyDevice()
-    path = str(tmp_path / "cupmon-port")
-    os.symlink(dev.path, path)
-    c = Collect()
-    link = _link(path, c)
-    dev2 = None
-    try:
-        assert link.port is None                                  # not started
-        link.start()
-        assert link.wait_connected(5)
-        first = link.port
-        assert first is not None and first.is_open and first.port == path
-        with pytest.raises(AttributeError):
-            link.port = None                                      # read-only
-        dev.close()                                               # unplugged
-        assert c.wait(lambda c: LinkState.RECONNECTING in c.states())
-        assert link.port is None and not first.is_open
-        dev2 = PtyDevice()
-        repoint(path, dev2.path)
-        assert c.wait(lambda c: c.events(LinkState.RECONNECTED))
-        again = link.port
-        assert again is not None and again is not first and again.is_open and again.port == path
-    finally:
-        link.stop()
-        dev.close()
-        if dev2 is not None:
-            dev2.close()
-    assert link.port is None and not again.is_open                # stopped
 
 
 def test_silent_port_reports_no_valid_data(device):
