@@ -34,7 +34,6 @@ from .runs import (
     RunClock,
     Segments,
     changes,
-    column_fold,
     last_index,
     latch,
     prev_rows,
@@ -308,7 +307,6 @@ class Checker:
 
             # Applied (cup on the skin): regulating, or holding suction; hysteresis
             # between applied_kpa and released_kpa so noise at ~0 cannot toggle it.
-            was_applied = self._applied
             applied = latch(enabled & (regulating | above(b.applied_kpa)),
                             ~enabled | (~regulating & below(b.released_kpa)), self._applied)
             applied_start = self._applied_clock.step(applied, t)
@@ -407,7 +405,7 @@ class Checker:
                     lvl_all.append(np.ones(r.shape, np.int64))
 
         # Dwell: how long the cup has been on; step 1 advisory, step 2 limit.
-        r, c, new, old, last_level = self._dwell(t, applied, applied_start, was_applied)
+        r, c, new, old, last_level = self._dwell(t, applied, applied_start)
         if r.size:
             rows_all.append(r)
             cols_all.append(c)
@@ -458,11 +456,12 @@ class Checker:
         stuck: an unchanged run within a cup is at most its unchanged rows times
         the largest row spacing, plus the run carried in."""
         p, lc0 = self.p, self._last_change
-        last = np.where(changed[-1], t[-1], lc0)
-        for c in np.flatnonzero(~changed[-1]):
-            rows = np.flatnonzero(changed[:, c])
-            if rows.size:
-                last[c] = t[rows[-1]]
+        if changed[-1].all():
+            last = np.full(self.cups, t[-1])
+        else:  # the last changed row per cup: the first True counting from the end
+            back = np.argmax(changed[::-1], axis=0)
+            found = changed[changed.shape[0] - 1 - back, np.arange(self.cups)]
+            last = np.where(found, t[changed.shape[0] - 1 - back], lc0)
         if not (p.stuck_on.any() and watched.any()):
             return np.zeros(changed.shape, bool), last
         if not np.isnan(lc0).any():
@@ -478,8 +477,8 @@ class Checker:
             stuck = watched & p.b.stuck_on & (t[:, None] - stuck_since >= p.b.stuck_s)
         return stuck, last
 
-    def _dwell(self, t: np.ndarray, applied: np.ndarray, applied_start: np.ndarray,
-               was_applied: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _dwell(self, t: np.ndarray, applied: np.ndarray, applied_start: np.ndarray
+               ) -> tuple[np.ndarray, ...]:
         """Dwell steps (0 none, 1 advisory, 2 limit) from time on the skin: the
         (rows, cols) where a cup's step changes, its new and previous step there,
         and every cup's step at the last row (cups,).
@@ -492,12 +491,12 @@ class Checker:
         last = np.zeros(self.cups, np.int64)
         busy = np.arange(self.cups)
         if t.size < 2 or not (np.diff(t) < 0).any():
-            held = was_applied & column_fold(applied, np.logical_and)
+            held, idle = self._applied_clock.held, self._applied_clock.idle
             with np.errstate(invalid="ignore"):
                 ends = np.array([t[0], t[-1]])[:, None] - applied_start[-1]
                 lv = (ends >= p.dwell_advisory_s).astype(np.int64) + (ends >= p.dwell_limit_s)
             same = held & (lv[0] == prev) & (lv[1] == lv[0])
-            off = ~was_applied & ~column_fold(applied, np.logical_or) & (prev == 0)
+            off = idle & (prev == 0)
             last = np.where(same, lv[1], 0)
             busy = np.flatnonzero(~(same | off))
         if busy.size == 0:

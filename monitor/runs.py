@@ -88,33 +88,38 @@ def run_start(state: np.ndarray, t: np.ndarray, prev_state: np.ndarray,
 
 
 class RunClock:
-    """Tracks where True runs of a (n, cups) mask began, across blocks."""
+    """Tracks where True runs of a (n, cups) mask began, across blocks.
+
+    After each step, ``held`` (cups,) marks the cups True throughout the block
+    and since an earlier one, ``idle`` those False throughout the block."""
 
     def __init__(self, cups: int) -> None:
         self.state = np.zeros(cups, bool)
         self.start = np.full(cups, np.nan)
+        self.held = np.zeros(cups, bool)
+        self.idle = np.ones(cups, bool)
 
     def step(self, state: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Start time (n, cups) s of the run each row is in, NaN where False
         (read-only when every run is carried through the block)."""
         if self.state.all() and state.all():  # every run began in an earlier block
+            self.held = np.ones(state.shape[1], bool)
+            self.idle = ~self.held
             return np.broadcast_to(self.start, state.shape)
-        if state.shape[1] > 1:
-            # Cups on throughout since an earlier block, or off throughout, need
-            # no search for run starts; only the others do.
-            on = self.state & column_fold(state, np.logical_and)
-            quiet = on | ~column_fold(state, np.logical_or)
-            if quiet.any():
-                start = np.empty(state.shape)
-                start[:, quiet] = np.where(on, self.start, np.nan)[quiet]
-                busy = ~quiet
-                if busy.any():
-                    start[:, busy] = run_start(state[:, busy], t, self.state[busy],
-                                               self.start[busy])[0]
-                self.state = state[-1].copy()
-                self.start = start[-1].copy()
-                return start
-        start, _ = run_start(state, t, self.state, self.start)
+        # Cups on throughout since an earlier block, or off throughout, need no
+        # search for run starts; only the others do.
+        self.held = self.state & column_fold(state, np.logical_and)
+        self.idle = ~column_fold(state, np.logical_or)
+        quiet = self.held | self.idle
+        if quiet.all() or (quiet.any() and state.shape[1] > 1):
+            start = np.empty(state.shape)
+            start[:, quiet] = np.where(self.held, self.start, np.nan)[quiet]
+            busy = ~quiet
+            if busy.any():
+                start[:, busy] = run_start(state[:, busy], t, self.state[busy],
+                                           self.start[busy])[0]
+        else:
+            start, _ = run_start(state, t, self.state, self.start)
         self.state = state[-1].copy()
         self.start = start[-1].copy()
         return start
@@ -232,11 +237,14 @@ class Segments:
         peak described above, and for ``rising`` rows the largest
         ``value[j] - min(value[:j])`` within the segment so far (else SENTINEL)."""
         up_rows = code == self.rising
+        ups = np.flatnonzero(column_fold(up_rows, np.logical_or))  # cups with rising rows
         ok = value > SENTINEL
         all_ok = bool(ok.all())
-        w = np.where(up_rows, -value, value)
-        if not all_ok:
-            w[up_rows & ~ok] = SENTINEL  # (-SENTINEL would win the maximum)
+        w = value
+        if ups.size:
+            w = np.where(up_rows, -value, value)
+            if not all_ok:
+                w[up_rows & ~ok] = SENTINEL  # (-SENTINEL would win the maximum)
         starts = code != prev_rows(code, self.code)
         if starts.any():
             li = last_index(starts)
@@ -247,9 +255,15 @@ class Segments:
         else:
             t0, off = np.broadcast_to(self.t0, value.shape), None
         peak = _seg_max(w, off, self.peak)
-        good = up_rows & (peak > SENTINEL)
-        up = np.where(good if all_ok else good & ok, value + peak, SENTINEL)
-        rise = _seg_max(up, off, self.rise)
+        # A rise is only defined on rising rows (others: SENTINEL, as is the
+        # rise carried out of any other segment), so only those cups need it.
+        rise = np.full(value.shape, SENTINEL, np.int64)
+        if ups.size:
+            sub = up_rows[:, ups] & (peak[:, ups] > SENTINEL)
+            if not all_ok:
+                sub &= ok[:, ups]
+            up = np.where(sub, value[:, ups] + peak[:, ups], SENTINEL)
+            rise[:, ups] = _seg_max(up, None if off is None else off[:, ups], self.rise[ups])
         self.code = code[-1].copy()
         self.t0 = t0[-1].copy()
         self.peak, self.rise = peak[-1].copy(), rise[-1].copy()

@@ -143,8 +143,13 @@ def test_run_clock_split_anywhere_matches_reference(data):
     t = np.cumsum(np.random.default_rng(data.draw(st_.integers(0, 99))).random(n))
     clock = RunClock(cups)
     bounds = _splits(data.draw, n)
-    got = np.concatenate([clock.step(state[a:b], t[a:b])
-                          for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        before = clock.state.copy()
+        parts.append(clock.step(state[a:b], t[a:b]))
+        assert np.array_equal(clock.held, before & state[a:b].all(axis=0))
+        assert np.array_equal(clock.idle, ~state[a:b].any(axis=0))
+    got = np.concatenate(parts)
     ref = _ref_run_start(state, t, np.zeros(cups, bool), np.full(cups, np.nan))
     assert np.array_equal(got, ref, equal_nan=True)
 
