@@ -77,7 +77,9 @@ class SessionActions:
             return False
         source, pipeline = self.source, self.pipeline
         assert source is not None
-        snap = self._snapshot
+        # The pipeline's own snapshot if the tick has not shown one yet: a
+        # session must start with the bands it is checked against.
+        snap = self._snapshot if self._snapshot is not None else pipeline.snapshot()
         targets = ({str(c.cup): [c.band[0], c.band[1]] for c in snap.cups}
                    if snap is not None and snap.cups else None)
         rec = Recorder(self.db_path, source=self.source_label, therapist=therapist,
