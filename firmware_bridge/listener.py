@@ -225,6 +225,12 @@ class Notifier:
             d.join(timeout)
 
     @property
+    def backpressure(self) -> bool:
+        """True when publishers wait for slow listeners (replays) instead of
+        dropping their oldest blocks (live sources)."""
+        return self._backpressure
+
+    @property
     def listeners(self) -> list[Listener]:
         with self._lock:
             return [d.listener for d in self._dispatch]

@@ -352,7 +352,7 @@ def apply_calibration_on_connect(source: Source, db: str | Path | None = None,
     if old.listeners:
         raise ValueError("apply_calibration_on_connect must be called before listeners are added")
     notifier = CalibratingNotifier(db, on_status, source,
-                                   backpressure=bool(getattr(old, "_backpressure", False)))
+                                   backpressure=old.backpressure)
     source.notifier = notifier
     return notifier
 

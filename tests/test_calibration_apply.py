@@ -189,3 +189,18 @@ def test_must_be_installed_before_listeners():
             apply_calibration_on_connect(src)
     finally:
         src.stop()
+
+
+def test_a_replay_keeps_its_backpressure_through_the_calibrating_notifier():
+    # A replay's notifier makes the reader wait instead of dropping blocks;
+    # installing the calibration must not turn that into a lossy live notifier.
+    from firmware_bridge.listener import Notifier
+
+    for backpressure in (True, False):
+        src = _Fake(Notifier(backpressure=backpressure))
+        try:
+            notifier = apply_calibration_on_connect(src)
+            assert notifier.backpressure is backpressure
+            assert src.notifier is notifier
+        finally:
+            src.stop()
