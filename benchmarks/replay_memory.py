@@ -64,7 +64,9 @@ def _child(capture: str, db: str, duration_s: float) -> dict:
     rss_start = rss_mb()
     src = CaptureReplaySource(capture, speed=None, chunk_size=4096)
     pipe = MonitorPipeline()
-    rec = Recorder(db, source=capture)
+    # A replay can wait for the writer (cupmon records live sources only, where
+    # a full queue drops and counts): the whole hour is stored, none dropped.
+    rec = Recorder(db, source=capture, backpressure=src.notifier.backpressure)
     rec.start_session()
     src.add_listener(pipe)
     src.add_listener(rec)

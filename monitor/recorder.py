@@ -12,7 +12,10 @@ half a second before it, and the session shows as interrupted when next opened
 If the disk is slower than the data, the queue fills up to ``max_queued_values``
 (samples x cups); further blocks are dropped, counted in :meth:`Recorder.stats`
 and in the session row, and the next stored block is marked ``gap_before`` with
-the dropped samples in ``lost_before``: a loss is never hidden.
+the dropped samples in ``lost_before``: a loss is never hidden. A source that
+can wait (a capture replayed as fast as possible, an import) passes
+``backpressure=True`` instead: ``on_block`` then waits for room, so the
+recording is complete and the source runs at the writer's speed.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ class Recorder(Listener):
     def __init__(self, db: str | Path | Store | None = None, *, source: str = "",
                  therapist: str = "", patient: str = "", notes: str = "",
                  targets: Any = None, info: DeviceInfo | None = None,
-                 commit_interval: float = 0.5, max_queued_values: int = 4_000_000) -> None:
+                 commit_interval: float = 0.5, max_queued_values: int = 4_000_000,
+                 backpressure: bool = False) -> None:
         if isinstance(db, Store):
             self.path = db.path
         else:
@@ -65,6 +69,7 @@ class Recorder(Listener):
                                             info=info)
         self.commit_interval = float(commit_interval)
         self.max_queued_values = int(max_queued_values)
+        self.backpressure = bool(backpressure)
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[str, Any]] = collections.deque()
         self._queued_values = 0
@@ -150,12 +155,18 @@ class Recorder(Listener):
         self._cond.notify_all()
 
     def on_block(self, block: SampleBlock) -> None:
-        """Queue a block for the writer (O(1); drops and counts if full)."""
+        """Queue a block for the writer (O(1); if full: drops and counts, or
+        with ``backpressure`` waits for room)."""
         values = block.n * max(1, block.cups)
         with self._cond:
             st = self._stats
             st["blocks_in"] += 1
             st["samples_in"] += block.n
+            if self.backpressure:
+                # A block larger than the whole bound goes alone into an empty queue.
+                while (self._queued_values and not self._closing and not self._finished.is_set()
+                       and self._queued_values + values > self.max_queued_values):
+                    self._cond.wait(0.25)
             if self._closing or self._finished.is_set():
                 return
             if self._queued_values + values > self.max_queued_values:
@@ -316,6 +327,7 @@ class _Writer:
             b: SampleBlock = item
             with self.rec._cond:
                 self.rec._queued_values -= b.n * max(1, b.cups)
+                self.rec._cond.notify_all()  # room for a waiting on_block (backpressure)
             if b.n == 0:
                 return
             if self.lost_samples:

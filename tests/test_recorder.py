@@ -133,6 +133,40 @@ def test_a_stalled_disk_never_blocks_the_caller_and_losses_become_a_gap(tmp_path
     assert same_samples(out, kept)                    # what was kept is exact
 
 
+def test_with_backpressure_a_stalled_disk_holds_the_source_and_nothing_is_lost(tmp_path):
+    # A replay can wait: while the disk hangs, on_block waits once the queue is
+    # full (instead of dropping), and afterwards every sample is stored, no gap.
+    path = tmp_path / "bp.db"
+    rec = Recorder(path, max_queued_values=400, backpressure=True)   # 5 blocks of 20 x 4
+    sid = rec.start_session()
+    blocks = wire_blocks(200, size=20, gaps_at=())
+    fed = []
+    feeder = threading.Thread(target=lambda: [rec.on_block(b) or fed.append(1) for b in blocks])
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        rec.flush(timeout=0)                          # make the writer commit now: it hangs
+        feeder.start()
+        # The feeder stops short of the end and stays there while the disk hangs.
+        assert _wait_for(lambda: len(fed) > 0 and rec.stats()["blocks_in"] > len(fed))
+        held = len(fed)
+        assert held < len(blocks) and feeder.is_alive()
+        assert rec.stats()["dropped_blocks"] == 0
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    feeder.join(30)
+    assert not feeder.is_alive() and len(fed) == len(blocks)
+    rec.stop()
+    stats = rec.stats()
+    with Store(path) as s:
+        out = list(s.iter_blocks(sid))
+    assert stats["dropped_blocks"] == 0 and stats["dropped_samples"] == 0
+    assert stats["samples_written"] == 200 * 20
+    assert not any(b.gap_before for b in out)
+    assert same_samples(out, blocks)
+
+
 def test_events_and_summaries_after_stop_are_still_written(tmp_path):
     path = tmp_path / "c.db"
     rec = Recorder(path)
