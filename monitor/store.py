@@ -433,8 +433,7 @@ class Store:
             self._conn = sqlite3.connect(str(self.path), timeout=timeout,
                                          isolation_level=None)  # explicit transactions
             self._conn.execute("PRAGMA foreign_keys = ON")
-            self._setup(new)
-            self.mark_interrupted()
+            self._setup_with_retry(new, timeout)
         except sqlite3.Error as exc:
             self.close()
             raise self._error(exc) from None
@@ -471,9 +470,35 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create {self.path}: {exc.strerror or exc}") from None
 
+    def _setup_with_retry(self, new: bool, timeout: float) -> None:
+        """``_setup`` and ``mark_interrupted``, retried while another connection
+        opening the same file at the same moment holds it (the recorder and the
+        calibration reader start together on a new file). SQLite answers
+        "locked" at once, without waiting, when two connections that have both
+        read would deadlock waiting for each other; one of them must let go and
+        try again."""
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            try:
+                self._setup(new)
+                self.mark_interrupted()
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)   # back off: the other opener finishes its setup
+                pause = min(pause * 2, 0.2)
+
     def _setup(self, new: bool) -> None:
         conn = self.conn
         if new:
+            # (The schema is written before the switch to WAL, so that the file's
+            # own header carries the application id even if the process is then
+            # killed: _check_header reads it from the file, not from the WAL.)
             conn.execute("BEGIN IMMEDIATE")
             if conn.execute("PRAGMA application_id").fetchone()[0] == 0:
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -495,6 +520,12 @@ class Store:
         while version < SCHEMA_VERSION:
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                # Another connection may have migrated since we read the version.
+                now = conn.execute("PRAGMA user_version").fetchone()[0]
+                if now > version:
+                    conn.execute("COMMIT")
+                    version = now
+                    continue
                 MIGRATIONS[version](conn)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
                 conn.execute("COMMIT")
