@@ -120,8 +120,12 @@ class _Clock:
         return -((-d * self.rate) // _US)
 
 
-class _Core:
-    """Cups ``ids`` (0-based) of a scripted unit: state, integrator, regulator."""
+class CupPlant:
+    """Cups ``ids`` (0-based) of a scripted unit: state, integrator, regulator.
+
+    The physics behind :class:`Simulation`; public because
+    :class:`sim.firmware_device.FirmwareDevice` drives it sample by sample with
+    the C firmware core as the regulator (``apply_due`` and the step methods)."""
 
     def __init__(self, p: dict[str, object], script: Script, ids: list[int], cups: int,
                  rate_hz: int, seed: int) -> None:
@@ -573,7 +577,7 @@ class Simulation:
         # Scripts count from the run's first sample; the device clock starts at t0_s.
         self.script = _shifted(self.scenario.script(self.cups, self.rate_hz, self.seed,
                                                     self.duration_s, self.params), t0)
-        self._core = _Core(self.params, self.script, list(range(self.cups)), self.cups,
+        self._core = CupPlant(self.params, self.script, list(range(self.cups)), self.cups,
                            self.rate_hz, self.seed)
         self._grid = _Clock(self._core.clock.us0, self.rate_hz)  # the initial sample grid
         self.t0_s = self._core.clock.us0 * 1e-6
@@ -688,7 +692,7 @@ class Simulation:
     def _dry_run(self, cups: list[int], end: float) -> list[TruthRecord]:
         if not cups:
             return []
-        core = _Core(self.params, self.script, cups, self.cups, self.rate_hz, self.seed)
+        core = CupPlant(self.params, self.script, cups, self.cups, self.rate_hz, self.seed)
         tracker = SignalTruth([c + 1 for c in cups], core.band[:, 0], core.band[:, 1])
         end_us = int(round(end * _US))
         while core.us_next < end_us:

@@ -9,7 +9,7 @@ calibration and tare, sample scheduling, host-loss and overrun events.
 
 Python supplies the world around the microcontroller, from the same scenario
 (``sim.engine.Simulation``: its parameters and script), with the engine's own
-plant model (``sim.engine._Core``: cup physics in segments, the script's
+plant model (``sim.engine.CupPlant``: cup physics in segments, the script's
 cup conditions, the sensor's noise streams) stepped one sample at a time:
 
 * before each sample: the segments that ran out end, the script's actions
@@ -45,7 +45,7 @@ from firmware_bridge import cfirmware
 from firmware_bridge.protocol import ALL_CUPS, HEADER_SIZE, InfoFlags, MsgType, SensorModel
 from sim import sensor
 from sim.device import SharedDevice, SimConfigError
-from sim.engine import _Core
+from sim.engine import CupPlant
 
 __all__ = ["FirmwareDevice", "FirmwareCounters"]
 
@@ -111,7 +111,7 @@ class FirmwareDevice(SharedDevice):
         plant_script = replace(script, actions=[a for a in script.actions
                                                 if a.kind not in _BUTTONS])
         try:
-            self.plant = _Core(p, plant_script, list(range(cups)), cups, int(sim.rate_hz),
+            self.plant = CupPlant(p, plant_script, list(range(cups)), cups, int(sim.rate_hz),
                                int(sim.seed))
         except ValueError as exc:
             raise SimConfigError(str(exc)) from None
