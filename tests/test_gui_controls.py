@@ -22,18 +22,8 @@ WAIT_MS = 10000
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return QtCore.QSettings(str(tmp_path / "cupmon.ini"), QtCore.QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def window(qtbot, settings, tmp_path):
-    win = MainWindow(settings=settings, audio=False, db_path=tmp_path / "sessions.db")
-    qtbot.addWidget(win)
-    win.resize(1366, 768)
-    win.show()
-    yield win
-    win.close()
+def window(make_window):
+    return make_window()
 
 
 def _is_number(text: str) -> bool:

@@ -13,7 +13,6 @@ import sqlite3
 
 import numpy as np
 import pytest
-from PySide6 import QtCore
 
 from firmware_bridge.messages import DeviceInfo, SampleBlock
 from firmware_bridge.protocol import Status
@@ -30,28 +29,6 @@ RATE, CUPS, SECONDS = 100, 2, 60.0
 START_BAND, NEW_BAND = (19.5, 24.5), (15.0, 19.0)   # neither is the default
 INFO = DeviceInfo(serial="SN-R", firmware=(1, 0, 0), cups=CUPS, rate_hz=RATE,
                   hard_limit_kpa=30.0)
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    made = []
-    settings = QtCore.QSettings(str(tmp_path / "cupmon.ini"), QtCore.QSettings.Format.IniFormat)
-
-    def make(**kw) -> MainWindow:
-        kw.setdefault("settings", settings)
-        kw.setdefault("audio", False)
-        kw.setdefault("persist", False)
-        kw.setdefault("db_path", tmp_path / "sessions.db")
-        win = MainWindow(**kw)
-        qtbot.addWidget(win)
-        win.resize(1366, 768)
-        win.show()
-        made.append(win)
-        return win
-
-    yield make
-    for w in made:
-        w.close()
 
 
 def _recorded_session(db) -> tuple[int, float, float]:

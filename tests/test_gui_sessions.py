@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from PySide6 import QtCore, QtGui, QtWidgets
+from PySide6 import QtGui, QtWidgets
 
 from firmware_bridge import conditions as C
 from monitor.gui.main_window import MainWindow
@@ -17,31 +17,6 @@ from monitor.store import Store
 pytestmark = pytest.mark.gui
 
 WAIT_MS = 15000
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return QtCore.QSettings(str(tmp_path / "cupmon.ini"), QtCore.QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def make_window(qtbot, settings, tmp_path):
-    made = []
-
-    def make(**kw) -> MainWindow:
-        kw.setdefault("settings", settings)
-        kw.setdefault("audio", False)
-        kw.setdefault("db_path", tmp_path / "sessions.db")
-        win = MainWindow(**kw)
-        qtbot.addWidget(win)
-        win.resize(1366, 768)
-        win.show()
-        made.append(win)
-        return win
-
-    yield make
-    for w in made:
-        w.close()
 
 
 def _device_t(win: MainWindow) -> float:

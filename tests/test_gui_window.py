@@ -71,30 +71,6 @@ class FakeSource(Source):
         self.notifier.stop()
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return QtCore.QSettings(str(tmp_path / "cupmon.ini"), QtCore.QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def make_window(qtbot, settings):
-    made = []
-
-    def make(**kw) -> MainWindow:
-        kw.setdefault("settings", settings)
-        kw.setdefault("audio", False)
-        win = MainWindow(**kw)
-        qtbot.addWidget(win)
-        win.resize(1366, 768)
-        win.show()
-        made.append(win)
-        return win
-
-    yield make
-    for w in made:
-        w.close()
-
-
 def _tile_texts(win: MainWindow) -> list[str]:
     return [t.value_label.text() for t in win.tiles.tiles]
 
