@@ -222,19 +222,26 @@ def test_a_band_set_after_the_recorder_stopped_is_still_written(tmp_path):
 _V1_TABLES = ("sessions", "events", "sample_blocks", "cup_summaries", "calibrations")
 
 
-def test_a_database_from_before_the_change_opens_and_is_migrated(tmp_path, capsys):
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as c:
-        import monitor.store as store_mod
+def _v1_database(path, insert_session: str):
+    """A cupmon file as written before band changes were stored (schema 1),
+    holding the one session that ``insert_session`` adds."""
+    import monitor.store as store_mod
 
+    with sqlite3.connect(path) as c:
         c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         for stmt in store_mod._SCHEMA_V1.split(";"):
             if stmt.strip():
                 c.execute(stmt)
         c.execute("PRAGMA user_version = 1")
-        c.execute("INSERT INTO sessions (started_wall, targets, status, source, cups) "
-                  "VALUES (1735722000.0, '{\"1\": [20.0, 25.0]}', 'completed', 'old', 2)")
+        c.execute(insert_session)
     c.close()
+    return path
+
+
+def test_a_database_from_before_the_change_opens_and_is_migrated(tmp_path, capsys):
+    path = _v1_database(tmp_path / "old.db",
+                        "INSERT INTO sessions (started_wall, targets, status, source, cups) "
+                        "VALUES (1735722000.0, '{\"1\": [20.0, 25.0]}', 'completed', 'old', 2)")
     with sqlite3.connect(path) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     c.close()
@@ -253,17 +260,10 @@ def test_a_database_from_before_the_change_opens_and_is_migrated(tmp_path, capsy
 
 
 def test_a_read_only_old_database_still_reads(tmp_path, monkeypatch):
-    path = tmp_path / "old.db"
+    path = _v1_database(tmp_path / "old.db",
+                        "INSERT INTO sessions (started_wall, status) VALUES (1.0, 'completed')")
     with sqlite3.connect(path) as c:
-        import monitor.store as store_mod
-
-        c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        for stmt in store_mod._SCHEMA_V1.split(";"):
-            if stmt.strip():
-                c.execute(stmt)
-        c.execute("PRAGMA user_version = 1")
-        c.execute("INSERT INTO sessions (started_wall, status) VALUES (1.0, 'completed')")
-    c.execute("PRAGMA journal_mode = WAL")            # as every cupmon file is
+        c.execute("PRAGMA journal_mode = WAL")        # as every cupmon file is
     c.close()
     before = path.read_bytes()
     # Read-only as SQLite sees it (the tests may run as root, who can write
