@@ -26,7 +26,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,15 @@ def _nice_step(span: float, ticks: int = 5) -> float:
     return 10 * mag
 
 
+def _ticks(lo: float, hi: float) -> Iterator[float]:
+    """Axis tick values: multiples of a round step from ``lo`` to ``hi``."""
+    step = _nice_step(hi - lo)
+    v = math.ceil(lo / step) * step
+    while v <= hi + 1e-9:
+        yield v
+        v += step
+
+
 def svg_plot(series: Sequence[dict[str, Any]], *, x_label: str, y_label: str,
              hlines: Sequence[tuple[float, str]] = (), width: int = 640, height: int = 280,
              symmetric: bool = False, title: str = "") -> str:
@@ -177,20 +186,14 @@ def svg_plot(series: Sequence[dict[str, Any]], *, x_label: str, y_label: str,
         out.append(f'<text x="{width / 2:.1f}" y="16" text-anchor="middle" font-size="12" '
                    f'font-weight="bold">{html.escape(title)}</text>')
     out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
-    step = _nice_step(x1 - x0)
-    v = math.ceil(x0 / step) * step
-    while v <= x1 + 1e-9:
+    for v in _ticks(x0, x1):
         out.append(f'<line x1="{px(v):.1f}" y1="{mt + ph}" x2="{px(v):.1f}" y2="{mt + ph + 4}" '
                    'stroke="#444"/>')
         out.append(f'<text x="{px(v):.1f}" y="{mt + ph + 16}" text-anchor="middle">{v:g}</text>')
-        v += step
-    step = _nice_step(y1 - y0)
-    v = math.ceil(y0 / step) * step
-    while v <= y1 + 1e-9:
+    for v in _ticks(y0, y1):
         out.append(f'<line x1="{ml}" y1="{py(v):.1f}" x2="{ml + pw}" y2="{py(v):.1f}" '
                    'stroke="#eee"/>')
         out.append(f'<text x="{ml - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-        v += step
     if y0 < 0 < y1:
         out.append(f'<line x1="{ml}" y1="{py(0):.1f}" x2="{ml + pw}" y2="{py(0):.1f}" '
                    'stroke="#444"/>')
