@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from test_calibration_sim import device as sampled_device
 
 import sim  # noqa: F401 - registers sim://
-from firmware_bridge.link import SerialLink
-from monitor.calibration import Sampler, SimHandle
+from monitor.calibration import SimHandle
 from monitor.pumptest import (
     CupPumpResult,
     PumpTestCriteria,
@@ -65,15 +65,8 @@ def test_criteria_default_to_the_published_figures_scaled_to_the_hold():
 
 @contextlib.contextmanager
 def device(url):
-    link = SerialLink(url)
-    sampler = Sampler()
-    link.add_listener(sampler)
-    link.start()
-    try:
-        assert link.wait_connected(10) and sampler.wait_newer(None, 10)
+    with sampled_device(url) as (link, sampler):
         yield link, sampler, SimHandle.of(link)
-    finally:
-        link.stop()
 
 
 def test_a_healthy_pump_passes_and_the_limit_is_restored():
