@@ -34,11 +34,6 @@ def last_index(mask: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(idx, axis=0)
 
 
-def take_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``values[rows[i, j], j]`` (rows < 0 read row 0; mask them out yourself)."""
-    return values[np.maximum(rows, 0), np.arange(values.shape[1])]
-
-
 def latch(set_: np.ndarray, clear: np.ndarray, prev: np.ndarray) -> np.ndarray:
     """Hysteresis: True from a set row until a clear row (clear wins a tie);
     rows with neither keep the state, seeded by ``prev`` (cups,).
