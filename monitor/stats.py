@@ -80,42 +80,35 @@ class Stats:
         # numpy's axis-0 reductions of an (n, cups) array step cups at a time.
         ones = np.ones(t.size)
         self.applied_s += dt @ applied
-        if in_band.all() and not self._out.any():
-            # A steady block: every sample checked, valid and in the band, and no
-            # excursion carried in (so none starts or goes on): the sums alone.
-            n = t.size
-            d = suction - self._ref
-            self.checked_s += dt @ checked
-            self.in_target_s += dt @ in_band
-            self.samples += n
-            self.in_band_samples += n
-            s_d = ones @ d
-            self._sum += s_d
-            self._sum_band += s_d
-            self._sq_band += ones @ (d * d)
-            self.min = np.fmin(self.min, column_fold(suction, np.minimum))
-            self.max = np.fmax(self.max, column_fold(suction, np.maximum))
-            return
-        with np.errstate(invalid="ignore"):
-            outside = ok & ~in_band  # ok samples are finite: outside == not in band
-            back = ~checked | (valid & (suction >= lo + EXCURSION_HYSTERESIS_KPA)
-                               & (suction <= hi - EXCURSION_HYSTERESIS_KPA))
-        out = latch(outside, back & ~outside, self._out)
-        starts = out & ~prev_rows(out, self._out)
-        self._out = out[-1].copy()
-        self.excursions += _count(ones, starts)
-        self.excursion_s += dt @ out
         self.checked_s += dt @ checked
         self.in_target_s += dt @ in_band
-        d = np.where(ok, suction - self._ref, 0.0)
-        db = np.where(in_band, d, 0.0)
-        self.samples += _count(ones, ok)
-        self.in_band_samples += _count(ones, in_band)
+        if in_band.all() and not self._out.any():
+            # A steady block: every sample checked, valid and in the band, and no
+            # excursion carried in (so none starts or goes on): no masks needed.
+            d = db = suction - self._ref
+            n_ok = n_band = t.size
+            low_of, high_of = suction, suction
+        else:
+            with np.errstate(invalid="ignore"):
+                outside = ok & ~in_band  # ok samples are finite: outside == not in band
+                back = ~checked | (valid & (suction >= lo + EXCURSION_HYSTERESIS_KPA)
+                                   & (suction <= hi - EXCURSION_HYSTERESIS_KPA))
+            out = latch(outside, back & ~outside, self._out)
+            starts = out & ~prev_rows(out, self._out)
+            self._out = out[-1].copy()
+            self.excursions += _count(ones, starts)
+            self.excursion_s += dt @ out
+            d = np.where(ok, suction - self._ref, 0.0)
+            db = np.where(in_band, d, 0.0)
+            n_ok, n_band = _count(ones, ok), _count(ones, in_band)
+            low_of, high_of = np.where(ok, suction, np.inf), np.where(ok, suction, -np.inf)
+        self.samples += n_ok
+        self.in_band_samples += n_band
         self._sum += ones @ d
         self._sum_band += ones @ db
         self._sq_band += ones @ (db * db)
-        self.min = np.fmin(self.min, column_fold(np.where(ok, suction, np.inf), np.minimum))
-        self.max = np.fmax(self.max, column_fold(np.where(ok, suction, -np.inf), np.maximum))
+        self.min = np.fmin(self.min, column_fold(low_of, np.minimum))
+        self.max = np.fmax(self.max, column_fold(high_of, np.maximum))
 
     # ---- results ----------------------------------------------------------------
     def time_in_target_pct(self) -> np.ndarray:
