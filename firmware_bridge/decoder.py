@@ -68,7 +68,8 @@ FEED_SLICE = 1 << 16
 TEXT_DETECT_LINES = 2
 
 _NOT_ASCII = re.compile(rb"[\x80-\xff]")
-_SAMPLE_HEAD = int.from_bytes(SYNC + bytes((VERSION, MsgType.SAMPLE)), "little")
+_SAMPLE_PREFIX = SYNC + bytes((VERSION, MsgType.SAMPLE))  # first 4 bytes of a SAMPLE frame
+_SAMPLE_HEAD = int.from_bytes(_SAMPLE_PREFIX, "little")
 _HEAD_MASK = np.uint64((1 << 56) - 1)  # bytes 0..6 of a frame: sync .. seq
 _HALF_WRAP = TIME_WRAP_US // 2
 _HALF_SEQ = SEQ_WRAP // 2
@@ -281,7 +282,7 @@ class Decoder:
         buf = self._buf
         cups = self._cups
         if (self._seq is None or self._after_reset or cups is None or len(buf) < 17
-                or buf[:4] != b"\xa5\x5a\x01\x01"):
+                or buf[:4] != _SAMPLE_PREFIX):
             return False
         length = buf[4]
         if length != 1 + 3 * cups or buf[HEADER_SIZE] != cups:
