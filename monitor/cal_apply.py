@@ -160,13 +160,16 @@ class CalibrationStatus:
                        f"{self.device_serial}: still applied; recalibrate (cupcal calibrate)")
         return out
 
-    def lines(self) -> list[str]:
-        """Every cup's line, then notes and warnings."""
+    def lines(self, brief: bool = False) -> list[str]:
+        """Every cup's line, then notes and warnings. ``brief``: leave out the
+        lines of cups with no calibration (the warning names them), and the
+        heading when no cup line is left (a monitor's start-up message)."""
         who = "the device applies calibration itself" if self.cal_on_device \
             else "cupmon applies calibration"
         head = f"calibration of {self.device_serial or 'unknown device'} ({who}):"
-        return [head] + ["  " + c.line() for c in self.cups] + list(self.notes) + \
-            [f"warning: {w}" for w in self.warnings()]
+        cups = [c for c in self.cups if not (brief and c.missing)]
+        return ([head] if cups or not brief else []) + ["  " + c.line() for c in cups] + \
+            list(self.notes) + [f"warning: {w}" for w in self.warnings()]
 
     def to_dict(self) -> dict[str, Any]:
         return {"device_serial": self.device_serial, "cal_on_device": self.cal_on_device,

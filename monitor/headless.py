@@ -299,7 +299,7 @@ def _apply_calibration(source: Source, spec: SourceSpec, db: Path | None) -> Any
     from .cal_apply import apply_calibration_on_connect
 
     def say(status: Any) -> None:
-        for line in status.lines():
+        for line in status.lines(brief=True):
             print(f"cupmon: {line}", file=sys.stderr)
 
     return apply_calibration_on_connect(source, db=db, on_status=say)

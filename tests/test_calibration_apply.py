@@ -56,6 +56,10 @@ def test_status_per_cup_in_force_overdue_and_missing(tmp_path):
     lines = status.lines()
     assert "cupmon applies calibration" in lines[0]
     assert "certificate CAL-A" in lines[1] and "OVERDUE" in lines[2]
+    # brief (cupmon's start-up): the missing cup only in the warning, not twice
+    brief = status.lines(brief=True)
+    assert len(brief) == len(lines) - 1 and not any("cup 3:" in ln for ln in brief)
+    assert any("missing for cup(s) 3" in ln for ln in brief)
     d = status.to_dict()
     assert d["cups"][0]["calibration_id"] == 1 and d["cups"][2]["state"] == "missing"
     # what in_force picks, straight from the store
@@ -69,6 +73,7 @@ def test_no_serial_or_no_database_is_reported_not_raised(tmp_path):
     missing = tmp_path / "none.db"
     status, polys = calibration_status(DeviceInfo("SN-1", (1, 0, 0), 2, 100), missing)
     assert polys == {} and status.missing == [1, 2] and not missing.exists()
+    assert len(status.lines(brief=True)) == 1                 # the one warning line
     bad = tmp_path / "bad.db"
     bad.write_text("not a database")
     status, _ = calibration_status(DeviceInfo("SN-1", (1, 0, 0), 2, 100), bad)
